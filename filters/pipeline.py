@@ -1,0 +1,117 @@
+"""``Pipeline``: routes change events to flows and filters them, one compiled chain per collection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Final
+
+from .builtin import AllowStage, DropStage, PatchStage, PostImageStage, RouteStage, StripStage
+from .errors import InvalidRouteError
+from .types import ChangeEvent, Drop, Filter, Route
+
+ALL_COLLECTIONS: Final = "*"
+"""The ``stages`` key whose stages run for every route (before the collection's own)."""
+
+_Builtin = Callable[[ChangeEvent], "ChangeEvent | Drop"]
+
+
+def stage_name(stage: Filter) -> str:
+    """Name a stage for ``Drop.detail``: its ``name`` attribute, qualified name, or type name."""
+    name = getattr(stage, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    name = getattr(stage, "__qualname__", None) or getattr(stage, "__name__", None)
+    return name if isinstance(name, str) else type(stage).__name__
+
+
+class _Chain:
+    __slots__ = ("head", "patch", "user")
+
+    def __init__(self, head: tuple[_Builtin, ...], user: tuple[tuple[str, Filter], ...], patch: PatchStage) -> None:
+        self.head = head
+        self.user = user
+        self.patch = patch
+
+
+class Pipeline:
+    """Route and filter change events.
+
+    Per route the stages run in this order: route, post-image, drop (if the route has ``drop_when``),
+    strip or allow (unless the route changes nothing), the user ``stages`` (``"*"`` first, then the
+    collection's own), patch. The first ``Drop`` ends processing.
+
+    Every route, pattern, predicate and stage is checked here; problems raise ``InvalidRouteError``.
+    """
+
+    __slots__ = ("_chains", "_routes")
+
+    def __init__(self, routes: Sequence[Route], *, stages: Mapping[str, Sequence[Filter]] | None = None) -> None:
+        chains: dict[str, _Chain] = {}
+        by_collection: dict[str, Route] = {}
+        extra = dict(stages or {})
+        for route in routes:
+            if not isinstance(route, Route):
+                raise InvalidRouteError(None, route, "routes must be Route instances")
+            if route.collection in by_collection:
+                raise InvalidRouteError(route.collection, route.collection, "duplicate route for collection")
+            by_collection[route.collection] = route
+        for key in extra:
+            if key != ALL_COLLECTIONS and key not in by_collection:
+                raise InvalidRouteError(key, key, "stages given for a collection without a route")
+        shared = _user_stages(ALL_COLLECTIONS, extra.get(ALL_COLLECTIONS, ()))
+        for collection, route in by_collection.items():
+            head: list[_Builtin] = [RouteStage(route), PostImageStage()]
+            drop = DropStage(route)
+            if not drop.is_noop:
+                head.append(drop)
+            projection = AllowStage(route) if route.allow is not None else StripStage(route)
+            if not projection.is_identity:
+                head.append(projection)
+            own = _user_stages(collection, extra.get(collection, ()))
+            chains[collection] = _Chain(tuple(head), shared + own, PatchStage(route))
+        self._chains = chains
+        self._routes = MappingProxyType(by_collection)
+
+    @property
+    def routes(self) -> Mapping[str, Route]:
+        """The routes by collection name (read-only)."""
+        return self._routes
+
+    @property
+    def collections(self) -> tuple[str, ...]:
+        """The routed collection names, in the order the routes were given."""
+        return tuple(self._routes)
+
+    def process(self, event: ChangeEvent) -> ChangeEvent | Drop:
+        """Run ``event`` through its collection's stages; never raises because of a user stage."""
+        chain = self._chains.get(event.collection)
+        if chain is None:
+            return Drop("no-route", detail=f"no route for collection {event.collection!r}")
+        for builtin in chain.head:
+            result = builtin(event)
+            if isinstance(result, Drop):
+                return result
+            event = result
+        for name, stage in chain.user:
+            try:
+                outcome: object = stage(event)
+            except Exception as exc:
+                return Drop("stage-error", detail=f"{name} raised {type(exc).__name__}")
+            if isinstance(outcome, Drop):
+                return outcome
+            if not isinstance(outcome, ChangeEvent):
+                return Drop("stage", detail=name)
+            event = outcome
+        return chain.patch(event)
+
+
+def _user_stages(collection: str, stages: Sequence[Filter]) -> tuple[tuple[str, Filter], ...]:
+    if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence):
+        raise InvalidRouteError(collection, stages, "stages must be a sequence of callables")
+    named: list[tuple[str, Filter]] = []
+    for stage in stages:
+        if not callable(stage):
+            raise InvalidRouteError(collection, stage, "a stage must be callable")
+        named.append((stage_name(stage), stage))
+    return tuple(named)

@@ -1,0 +1,211 @@
+"""BSON values → plain JSON values, and raw change events → ``filters.ChangeEvent``.
+
+The one mapping, documented in the README:
+
+==========================  ==========================================================
+BSON                        JSON
+==========================  ==========================================================
+ObjectId                    24-character hex string
+Date                        ISO-8601 UTC string with milliseconds (``…T12:00:00.000Z``);
+                            dates outside years 1-9999: integer milliseconds since epoch
+Decimal128                  string (``"1.10"``, ``"NaN"``)
+Int64 / int                 number within ±2^53, else string
+Double NaN / ±Infinity      string ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
+Binary (UUID subtype 4)     canonical UUID string
+Binary (other subtypes)     base64 string
+Regex                       ``{"$regex": pattern, "$options": flags}``
+Timestamp                   ``{"t": seconds, "i": increment}``
+Code / CodeWithScope        the code as a string
+MinKey / MaxKey             ``{"$minKey": 1}`` / ``{"$maxKey": 1}``
+DBRef                       ``{"$ref": collection, "$id": id}``
+==========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import math
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import bson
+from bson import Binary, Code, DBRef, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
+from bson.datetime_ms import DatetimeMS
+from bson.errors import InvalidBSON
+
+from filters import ChangeEvent, UpdateDescription
+
+# JavaScript numbers are exact up to 2^53; larger integers would silently lose digits in a browser.
+MAX_SAFE_INTEGER = 2**53
+DATA_OPERATIONS = frozenset({"insert", "update", "replace", "delete"})
+UTC = datetime.UTC
+
+
+def _datetime(value: datetime.datetime) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"
+
+
+def _datetime_ms(value: DatetimeMS) -> Any:
+    try:
+        return _datetime(value.as_datetime())
+    except (OverflowError, ValueError, OSError, InvalidBSON):
+        return int(value)
+
+
+def _int(value: int) -> int | str:
+    return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(value)
+
+
+def _float(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _binary(value: bytes) -> str:
+    if isinstance(value, Binary) and value.subtype == 4 and len(value) == 16:
+        return str(uuid.UUID(bytes=bytes(value)))
+    return base64.b64encode(bytes(value)).decode("ascii")
+
+
+def _regex(value: Regex[Any] | re.Pattern[Any]) -> dict[str, str]:
+    regex = value if isinstance(value, Regex) else Regex.from_native(value)
+    flags = regex.flags if isinstance(regex.flags, str) else _regex_flags(regex.flags)
+    pattern = regex.pattern if isinstance(regex.pattern, str) else regex.pattern.decode("utf-8", "replace")
+    return {"$regex": pattern, "$options": flags}
+
+
+def _regex_flags(flags: int) -> str:
+    letters = {re.IGNORECASE: "i", re.LOCALE: "l", re.MULTILINE: "m", re.DOTALL: "s", re.UNICODE: "u", re.VERBOSE: "x"}
+    return "".join(letter for bit, letter in letters.items() if flags & bit)
+
+
+CONVERTERS: dict[type, Callable[[Any], Any]] = {
+    ObjectId: str,
+    datetime.datetime: _datetime,
+    DatetimeMS: _datetime_ms,
+    Decimal128: str,
+    Int64: _int,
+    int: _int,
+    float: _float,
+    Binary: _binary,
+    bytes: _binary,
+    uuid.UUID: str,
+    Regex: _regex,
+    re.Pattern: _regex,
+    Timestamp: lambda value: {"t": value.time, "i": value.inc},
+    Code: str,
+    str: str,
+    MinKey: lambda _: {"$minKey": 1},
+    MaxKey: lambda _: {"$maxKey": 1},
+    DBRef: lambda value: {"$ref": value.collection, "$id": to_plain(value.id)},
+}
+PASS_THROUGH = frozenset({str, bool, type(None)})
+
+
+def to_plain(value: Any) -> Any:
+    """Convert one decoded BSON value (and everything inside it) to plain JSON values."""
+    kind = type(value)
+    if kind in PASS_THROUGH:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return {str(key): to_plain(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [to_plain(item) for item in value]
+    converter = CONVERTERS.get(kind)
+    if converter is None:
+        # Subclasses (Code is a str, Int64 an int, SON a dict): the most specific match wins.
+        for base in kind.__mro__[1:]:
+            converter = CONVERTERS.get(base)
+            if converter is not None:
+                break
+        else:
+            return str(value)
+    return converter(value)
+
+
+# --- change events ---------------------------------------------------------------------------
+
+
+def to_change_event(raw: Mapping[str, Any]) -> ChangeEvent:
+    """Convert a raw data change event (insert/update/replace/delete) for the filter pipeline."""
+    operation = raw["operationType"]
+    if operation not in DATA_OPERATIONS:
+        raise ValueError(f"not a data change: {operation!r}")
+    document_key = to_plain(raw.get("documentKey") or {})
+    description = raw.get("updateDescription")
+    cluster_time = raw.get("clusterTime")
+    wall_time = raw.get("wallTime")
+    return ChangeEvent(
+        collection=raw["ns"]["coll"],
+        operation=operation,
+        document_id=document_key.get("_id"),
+        document_key=document_key,
+        full_document=_document(raw.get("fullDocument")),
+        full_document_before_change=_document(raw.get("fullDocumentBeforeChange")),
+        update_description=None if description is None else _update_description(description),
+        cluster_time=(cluster_time.time, cluster_time.inc) if isinstance(cluster_time, Timestamp) else None,
+        wall_time=to_plain(wall_time) if wall_time is not None else None,
+    )
+
+
+def _document(value: Any) -> dict[str, Any] | None:
+    return to_plain(value) if isinstance(value, Mapping) else None
+
+
+def _update_description(description: Mapping[str, Any]) -> UpdateDescription:
+    return UpdateDescription(
+        updated_fields=to_plain(description.get("updatedFields") or {}),
+        removed_fields=tuple(description.get("removedFields") or ()),
+        truncated_arrays=tuple(
+            (entry["field"], int(entry["newSize"])) for entry in description.get("truncatedArrays") or ()
+        ),
+        disambiguated_paths={
+            path: tuple(components) for path, components in (description.get("disambiguatedPaths") or {}).items()
+        },
+    )
+
+
+# --- resume tokens as SSE ids ----------------------------------------------------------------
+
+# An id starts with its format: hex tokens (the usual ``{_data: "<hex>"}``) travel as their bytes,
+# half the length of the hex; anything else (``_typeBits``, other fields) as its whole BSON.
+UPPER_HEX, LOWER_HEX, WHOLE_BSON = "H", "h", "b"
+HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def encode_token(token: Mapping[str, Any]) -> str:
+    """The resume token as an SSE ``id:``, lossless (``_typeBits`` and hex case included)."""
+    data = token.get("_data")
+    if len(token) == 1 and isinstance(data, str) and data and len(data) % 2 == 0 and set(data) <= HEX_DIGITS:
+        if data == data.upper():
+            return UPPER_HEX + _b64(bytes.fromhex(data))
+        if data == data.lower():
+            return LOWER_HEX + _b64(bytes.fromhex(data))
+    return WHOLE_BSON + _b64(bson.encode(token))
+
+
+def decode_token(cursor: str) -> dict[str, Any]:
+    """Inverse of ``encode_token``; raises ``ValueError`` for anything that is not one of ours."""
+    kind, body = cursor[:1], cursor[1:]
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        if kind in (UPPER_HEX, LOWER_HEX) and raw:
+            text = raw.hex()
+            return {"_data": text.upper() if kind == UPPER_HEX else text}
+        if kind == WHOLE_BSON:
+            token = bson.decode(raw)
+            if isinstance(token.get("_data"), str):
+                return token
+    except Exception as exc:
+        raise ValueError("not a changesync event id") from exc
+    raise ValueError("not a changesync event id")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

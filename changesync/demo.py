@@ -1,0 +1,168 @@
+"""``changesync demo``: the embedded database, the service, and a scripted writer, in one command.
+
+The writer plays the flow-editor: it edits a canvas, runs an execution and streams LLM log chunks
+into MongoDB with plain PyMongo calls. It also writes things clients must never see (a private
+flow, secrets, credentials, ``_``-prefixed fields), so the output shows the filters at work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import itertools
+import logging
+import random
+import sys
+from typing import Any
+
+import uvicorn
+from pymongo.asynchronous.database import AsyncDatabase
+
+from .app import create_app
+from .check import run_check
+from .embedded import EmbeddedServer
+from .settings import Settings
+from .source import open_client
+
+logger = logging.getLogger(__name__)
+
+DEMO_FLOW_ID = "demo-flow"
+STEP_INTERVAL_S = 0.7
+
+
+def _node(index: int) -> dict[str, Any]:
+    return {
+        "id": f"n{index}",
+        "type": "llm" if index % 2 else "http",
+        "position": {"x": 120 * index, "y": 80},
+        "data": {"label": f"Step {index}", "credentials": {"apiKey": f"sk-demo-{index}"}},
+    }
+
+
+async def seed(database: AsyncDatabase[dict[str, Any]], flow_id: str = DEMO_FLOW_ID) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    await database.flowboards.replace_one(
+        {"_id": flow_id},
+        {
+            "_id": flow_id,
+            "name": "Demo flow",
+            "ownerId": "demo-user",
+            "members": [],
+            "nodes": [_node(i) for i in range(3)],
+            "edges": [{"id": "e0", "source": "n0", "target": "n1"}, {"id": "e1", "source": "n1", "target": "n2"}],
+            "viewport": {"x": 0, "y": 0, "zoom": 1},
+            "secrets": {"webhookToken": "never-sent"},
+            "__v": 0,
+            "updatedAt": now,
+        },
+        upsert=True,
+    )
+    await database.flowboards.replace_one(
+        {"_id": "private-flow"},
+        {"_id": "private-flow", "name": "Not for clients", "visibility": "private", "nodes": []},
+        upsert=True,
+    )
+
+
+async def write_forever(database: AsyncDatabase[dict[str, Any]], flow_id: str = DEMO_FLOW_ID) -> None:
+    """Edit the canvas, run executions and stream logs, one step every ``STEP_INTERVAL_S``."""
+    await seed(database, flow_id)
+    node_count = 3
+    for run in itertools.count(1):
+        for index in range(node_count):
+            await database.flowboards.update_one(
+                {"_id": flow_id},
+                {"$set": {f"nodes.{index}.position.x": random.randint(0, 800), "_lastEditor": "demo"}},
+            )
+            await asyncio.sleep(STEP_INTERVAL_S)
+        execution = await database.flow_executions.insert_one(
+            {"flowId": flow_id, "run": run, "status": "running", "layers": [], "nodes": {}, "_worker": "demo-1"}
+        )
+        for index in range(node_count):
+            node_id = f"n{index}"
+            await database.flow_executions.update_one(
+                {"_id": execution.inserted_id},
+                {"$set": {f"nodes.{node_id}": {"status": "running"}}, "$push": {"layers": index}},
+            )
+            for seq, word in enumerate(f"Node {node_id} of run {run} says hello".split()):
+                await database.flow_logs.insert_one(
+                    {
+                        "flowId": flow_id,
+                        "executionId": str(execution.inserted_id),
+                        "nodeId": node_id,
+                        "seq": seq,
+                        "chunk": word + " ",
+                    }
+                )
+                await asyncio.sleep(STEP_INTERVAL_S / 4)
+            await database.flow_executions.update_one(
+                {"_id": execution.inserted_id}, {"$set": {f"nodes.{node_id}.status": "succeeded"}}
+            )
+        await database.flow_executions.update_one({"_id": execution.inserted_id}, {"$set": {"status": "succeeded"}})
+        if run % 3 == 0:
+            await database.flowboards.update_one({"_id": flow_id}, {"$push": {"nodes": _node(node_count)}})
+            node_count += 1
+        await asyncio.sleep(STEP_INTERVAL_S)
+
+
+def banner(settings: Settings, flow_id: str = DEMO_FLOW_ID) -> str:
+    url = f"http://{settings.host}:{settings.port}/flows/{flow_id}/events"
+    return "\n".join(
+        [
+            "",
+            "changesync demo is running.",
+            f"  MongoDB (embedded):  {settings.redacted_uri}  database {settings.database!r}",
+            f"  events of the demo flow:  {url}",
+            f"  watch them:  curl -N {url}",
+            "  Press Ctrl+C to stop.",
+            "",
+        ]
+    )
+
+
+async def run_demo(settings: Settings, *, use_embedded: bool) -> int:
+    """Run until interrupted; returns the process exit code."""
+    embedded = EmbeddedServer() if use_embedded else None
+    try:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.start)
+            settings = dataclasses.replace(settings, mongodb_uri=embedded.uri)
+        report = await run_check(settings, fix=True)
+        if report.failed:
+            print(report.render())
+            return 1
+        config = uvicorn.Config(
+            create_app(settings), host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=5
+        )
+        return await _serve_with_writer(uvicorn.Server(config), settings)
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+async def _serve_with_writer(web: uvicorn.Server, settings: Settings) -> int:
+    client = open_client(settings.mongodb_uri)
+    writer: asyncio.Task[None] | None = None
+    try:
+        serving = asyncio.create_task(web.serve())
+        while not web.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers a flag, no event
+            await asyncio.sleep(0.05)
+        if not web.started:
+            print(f"changesync demo: could not listen on {settings.host}:{settings.port}", file=sys.stderr)
+            return 1
+        print(banner(settings), flush=True)
+        writer = asyncio.create_task(write_forever(client[settings.database]))
+        await serving
+        return 0
+    except SystemExit as exc:
+        # uvicorn exits the process when it cannot bind; the embedded server must still be stopped.
+        print(f"changesync demo: could not listen on {settings.host}:{settings.port}", file=sys.stderr)
+        return int(exc.code or 1)
+    finally:
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        await client.close()

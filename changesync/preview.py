@@ -1,0 +1,55 @@
+"""``changesync preview``: what clients would receive for captured change events, offline.
+
+Input: one change event per line in MongoDB Extended JSON (as ``mongosh`` prints with
+``EJSON.stringify``). Output: for each line, the SSE message, or ``dropped: <reason>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from bson import json_util
+from bson.errors import InvalidBSON
+
+from filters import Drop, Pipeline
+
+from .codec import to_change_event
+from .dispatch import encode_frame
+from .source import DATA_OPERATIONS, RESET_OPERATIONS
+
+
+def preview_lines(lines: Iterable[str], pipeline: Pipeline) -> Iterator[tuple[int, str, bool]]:
+    """Yield ``(line number, text, is_error)`` for every non-blank input line."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            change: Any = json_util.loads(line)
+        except (ValueError, TypeError, InvalidBSON) as exc:
+            yield number, f"line {number}: not Extended JSON ({exc})", True
+            continue
+        if not isinstance(change, dict):
+            yield number, f"line {number}: expected a change event object", True
+            continue
+        operation = change.get("operationType")
+        if operation in RESET_OPERATIONS:
+            yield number, f"resync: every client of this database must reload ({operation})", False
+            continue
+        if operation not in DATA_OPERATIONS:
+            yield number, f"dropped: not-watched (operationType {operation!r})", False
+            continue
+        try:
+            event = to_change_event(change)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            yield number, f"line {number}: malformed change event ({type(exc).__name__}: {exc})", True
+            continue
+        result = pipeline.process(event)
+        if isinstance(result, Drop):
+            detail = f" ({result.detail})" if result.detail else ""
+            yield number, f"dropped: {result.reason}{detail}", False
+            continue
+        try:
+            yield number, encode_frame(result, change.get("_id") or {"_data": ""}).decode().rstrip("\n"), False
+        except (TypeError, ValueError) as exc:
+            yield number, f"line {number}: cannot be encoded ({exc})", True

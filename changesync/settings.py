@@ -1,0 +1,373 @@
+"""Configuration: built-in defaults < TOML file < ``CHANGESYNC_*`` environment < command-line flags.
+
+Every scalar setting has one dotted key (``stream.heartbeat_interval_s``) that is its name in the
+TOML file (``[stream] heartbeat_interval_s = 15``) and, upper-cased with ``_`` for ``.``, its
+environment variable (``CHANGESYNC_STREAM_HEARTBEAT_INTERVAL_S``). Routes live in the file only.
+Settings are read once, validated into frozen objects, and passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from filters import Filter, Route
+from filters.errors import FilterError
+
+from .errors import ConfigError
+
+ENV_PREFIX = "CHANGESYNC_"
+CONFIG_ENV = "CHANGESYNC_CONFIG"
+# Variables that belong to the test suite, not to the service.
+IGNORED_ENV_PREFIXES = ("CHANGESYNC_TEST_",)
+
+EVENT_TYPE_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+# MongoDB forbids these characters in database names on every platform.
+DATABASE_NAME_PATTERN = re.compile(r'[^/\\. "$*<>:|?\x00]{1,63}')
+COLLECTION_NAME_PATTERN = re.compile(r"[^$\x00]{1,255}")
+STAGE_PATH_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["auto", "json", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    heartbeat_interval_s: float = 15.0
+    retry_ms: int = 3000
+    client_queue_size: int = 1000
+    send_timeout_s: float = 30.0
+    max_await_time_ms: int = 1000
+    ready_max_lag_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: LogLevel = "INFO"
+    format: LogFormat = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    mongodb_uri: str = field(default="mongodb://127.0.0.1:27017/?directConnection=true", repr=False)
+    database: str = "flow_editor"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    routes: tuple[Route, ...] = ()
+    stages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Collection name (or ``"*"``) → import paths ``"module:callable"`` of user stages."""
+
+    @property
+    def redacted_uri(self) -> str:
+        return redact_uri(self.mongodb_uri)
+
+    def load_stages(self) -> dict[str, list[Filter]]:
+        """Import the user stages named in the configuration."""
+        return {
+            collection: [_import_stage(f"routes.{collection}.stages", path) for path in paths]
+            for collection, paths in self.stages.items()
+        }
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with its password replaced by ``***``, safe to log."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+# --- scalar settings -------------------------------------------------------------------------
+
+Parser = Callable[[str, Any], Any]
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, value, "a non-empty string")
+    return value
+
+
+def _uri(key: str, value: Any) -> str:
+    text = _text(key, value)
+    if not text.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigError(key, redact_uri(text), "a URI starting with mongodb:// or mongodb+srv://")
+    return text
+
+
+def _database(key: str, value: Any) -> str:
+    text = _text(key, value)
+    if not DATABASE_NAME_PATTERN.fullmatch(text):
+        raise ConfigError(key, value, 'a MongoDB database name (1-63 characters, none of /\\. "$*<>:|?)')
+    return text
+
+
+def _integer(low: int, high: int) -> Parser:
+    def parse(key: str, value: Any) -> int:
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise ConfigError(key, value, f"an integer from {low} to {high}") from None
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(key, value, f"an integer from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _seconds(minimum_exclusive: float) -> Parser:
+    def parse(key: str, value: Any) -> float:
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ConfigError(key, value, f"a number of seconds > {minimum_exclusive:g}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > minimum_exclusive:
+            raise ConfigError(key, value, f"a number of seconds > {minimum_exclusive:g}")
+        if value != value or value == float("inf"):
+            raise ConfigError(key, value, "a finite number of seconds")
+        return float(value)
+
+    return parse
+
+
+def _choice(*choices: str, upper: bool = False) -> Parser:
+    def parse(key: str, value: Any) -> str:
+        if isinstance(value, str):
+            value = value.upper() if upper else value.lower()
+        if value not in choices:
+            raise ConfigError(key, value, "one of " + ", ".join(choices))
+        return str(value)
+
+    return parse
+
+
+SCALARS: dict[str, Parser] = {
+    "mongodb_uri": _uri,
+    "database": _database,
+    "host": _text,
+    "port": _integer(0, 65535),
+    "stream.heartbeat_interval_s": _seconds(0),
+    "stream.retry_ms": _integer(0, 3_600_000),
+    "stream.client_queue_size": _integer(1, 1_000_000),
+    "stream.send_timeout_s": _seconds(0),
+    "stream.max_await_time_ms": _integer(1, 60_000),
+    "stream.ready_max_lag_s": _seconds(0),
+    "log.level": _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True),
+    "log.format": _choice("auto", "json", "text"),
+}
+SECTIONS = {"stream", "log", "filters", "routes"}
+
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+# --- routes ----------------------------------------------------------------------------------
+
+# Applied to every route unless the file's [filters] table says otherwise.
+DEFAULT_FILTERS: dict[str, Any] = {
+    "drop_when": [{"visibility": "private"}, {"internal": True}],
+    "deny": ["secrets", "data.credentials"],
+    "deny_underscore": True,
+}
+
+DEFAULT_ROUTES: dict[str, dict[str, Any]] = {
+    "flowboards": {"event_type": "SYNC_CANVAS", "flow_id": "_id", "deny": ["nodes.*.data.credentials"]},
+    "flow_nodes": {"event_type": "SYNC_CANVAS", "flow_id": "flowId"},
+    "flow_edges": {"event_type": "SYNC_CANVAS", "flow_id": "flowId"},
+    "flow_executions": {"event_type": "EXECUTION_UPDATE", "flow_id": "flowId"},
+    "flow_logs": {"event_type": "LOG_STREAM", "flow_id": "flowId"},
+}
+
+ROUTE_KEYS = {"collection", "event_type", "flow_id", "drop_when", "deny", "allow", "deny_underscore", "stages"}
+FILTER_KEYS = {"drop_when", "deny", "deny_underscore"}
+
+
+def _string_list(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(key, value, "a list of non-empty strings")
+    return tuple(value)
+
+
+def _predicates(key: str, value: Any) -> tuple[Mapping[str, Any], ...]:
+    if not isinstance(value, list) or not all(isinstance(item, dict) and item for item in value):
+        raise ConfigError(key, value, 'a list of non-empty tables, e.g. [{visibility = "private"}]')
+    return tuple(value)
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if isinstance(value, str) and value.lower() in {"true", "false", "1", "0"}:
+        return value.lower() in {"true", "1"}
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "true or false")
+    return value
+
+
+def _route(name: str, table: Any, shared: Mapping[str, Any]) -> tuple[Route, tuple[str, ...]]:
+    prefix = f"routes.{name}"
+    if not isinstance(table, dict):
+        raise ConfigError(prefix, table, "a table")
+    unknown = set(table) - ROUTE_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{prefix}.{sorted(unknown)[0]}", table[sorted(unknown)[0]], "one of " + ", ".join(sorted(ROUTE_KEYS))
+        )
+    collection = _text(f"{prefix}.collection", table.get("collection", name))
+    if not COLLECTION_NAME_PATTERN.fullmatch(collection) or collection.startswith("system."):
+        raise ConfigError(f"{prefix}.collection", collection, "a collection name (no $, not system.*)")
+    event_type = table.get("event_type")
+    if not isinstance(event_type, str) or not EVENT_TYPE_PATTERN.fullmatch(event_type):
+        raise ConfigError(f"{prefix}.event_type", event_type, "an upper-case name such as SYNC_CANVAS")
+    allow = table.get("allow")
+    route = Route(
+        collection=collection,
+        event_type=event_type,
+        flow_id_path=_text(f"{prefix}.flow_id", table.get("flow_id", "flowId")),
+        drop_when=_predicates("filters.drop_when", shared["drop_when"])
+        + _predicates(f"{prefix}.drop_when", table.get("drop_when", [])),
+        deny=_string_list("filters.deny", shared["deny"]) + _string_list(f"{prefix}.deny", table.get("deny", [])),
+        allow=None if allow is None else _string_list(f"{prefix}.allow", allow),
+        deny_underscore=_boolean(f"{prefix}.deny_underscore", table.get("deny_underscore", shared["deny_underscore"])),
+    )
+    stages = _string_list(f"{prefix}.stages", table.get("stages", []))
+    for path in stages:
+        if not STAGE_PATH_PATTERN.fullmatch(path):
+            raise ConfigError(f"{prefix}.stages", path, "an import path such as 'package.module:callable'")
+    return route, stages
+
+
+def _import_stage(key: str, path: str) -> Filter:
+    module_name, _, attribute = path.partition(":")
+    try:
+        stage = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(key, path, f"an importable callable ({type(exc).__name__}: {exc})") from exc
+    if not callable(stage):
+        raise ConfigError(key, path, "a callable")
+    return stage  # type: ignore[no-any-return]
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError("config", str(path), "an existing TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", str(path), f"valid TOML ({exc})") from exc
+
+
+def _flatten(document: Mapping[str, Any]) -> dict[str, Any]:
+    """Scalar settings of a parsed file as ``{dotted key: value}``; unknown keys are errors."""
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        if key in {"routes", "filters"}:
+            continue
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(key, value, "a table")
+            for sub_key, sub_value in value.items():
+                flat[f"{key}.{sub_key}"] = sub_value
+        else:
+            flat[key] = value
+    for key in flat:
+        if key not in SCALARS:
+            raise ConfigError(key, flat[key], "a known setting (" + ", ".join(sorted(SCALARS)) + ")")
+    return flat
+
+
+def load_settings(
+    config_path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve settings from defaults, the TOML file, the environment and explicit overrides.
+
+    ``config_path`` falls back to ``$CHANGESYNC_CONFIG``; ``overrides`` are dotted keys as given on
+    the command line (``None`` values are ignored).
+    """
+    environ = {} if environ is None else environ
+    if config_path is None and environ.get(CONFIG_ENV):
+        config_path = environ[CONFIG_ENV]
+    document = read_config_file(config_path) if config_path is not None else {}
+
+    # Each value remembers where it came from, so that an error names the file key, the
+    # environment variable or the flag the operator actually wrote.
+    raw: dict[str, tuple[str, Any]] = {key: (key, value) for key, value in _flatten(document).items()}
+    known_env = {env_name(key): key for key in SCALARS}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or name.startswith(IGNORED_ENV_PREFIXES):
+            continue
+        if name not in known_env:
+            raise ConfigError(name, value, "a known variable (" + ", ".join(sorted(known_env)) + ")")
+        raw[known_env[name]] = (name, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            raw[key] = ("--" + key.rpartition(".")[2].replace("_", "-"), value)
+
+    values = {key: SCALARS[key](label, value) for key, (label, value) in raw.items()}
+    top = {key: value for key, value in values.items() if "." not in key}
+    sections: dict[str, dict[str, Any]] = {"stream": {}, "log": {}}
+    for key, value in values.items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            sections[section][name] = value
+
+    routes, stages = _load_routes(document)
+    return Settings(
+        **top,
+        stream=StreamSettings(**sections["stream"]),
+        log=LogSettings(**sections["log"]),
+        routes=routes,
+        stages=stages,
+    )
+
+
+def _load_routes(document: Mapping[str, Any]) -> tuple[tuple[Route, ...], dict[str, tuple[str, ...]]]:
+    shared = dict(DEFAULT_FILTERS)
+    file_filters = document.get("filters", {})
+    if not isinstance(file_filters, dict):
+        raise ConfigError("filters", file_filters, "a table")
+    for key, value in file_filters.items():
+        if key not in FILTER_KEYS:
+            raise ConfigError(f"filters.{key}", value, "one of " + ", ".join(sorted(FILTER_KEYS)))
+        shared[key] = value
+
+    tables = document.get("routes", DEFAULT_ROUTES)
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError("routes", tables, "at least one [routes.<name>] table")
+    routes: list[Route] = []
+    stages: dict[str, tuple[str, ...]] = {}
+    for name, table in tables.items():
+        route, route_stages = _route(name, table, shared)
+        if any(existing.collection == route.collection for existing in routes):
+            raise ConfigError(f"routes.{name}.collection", route.collection, "a collection no other route uses")
+        routes.append(route)
+        if route_stages:
+            stages[route.collection] = route_stages
+    return tuple(routes), stages
+
+
+def validate_routes(settings: Settings) -> None:
+    """Build the filter pipeline once so that bad patterns or predicates fail at start-up."""
+    from filters import Pipeline
+
+    try:
+        Pipeline(settings.routes, stages=settings.load_stages())
+    except FilterError as exc:
+        raise ConfigError("routes", str(exc), "valid filter rules") from exc

@@ -1,0 +1,158 @@
+"""The service on a real socket, and an SSE client that records what it receives.
+
+Imported by tests as ``harness`` (``tests/`` is on ``sys.path`` under pytest's default import mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import socket
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+from httpx_sse import aconnect_sse
+
+from changesync.app import create_app
+from changesync.check import run_check
+from changesync.settings import Settings, load_settings
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def service_settings(uri: str, database: str, **overrides: Any) -> Settings:
+    """Default routes and rules, pointed at the test database, with fast timings."""
+    settings = load_settings(environ={})
+    stream = dataclasses.replace(settings.stream, max_await_time_ms=200, **overrides.pop("stream", {}))
+    return dataclasses.replace(
+        settings, mongodb_uri=uri, database=database, port=free_port(), stream=stream, **overrides
+    )
+
+
+@dataclass
+class RunningService:
+    settings: Settings
+    server: uvicorn.Server
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port}"
+
+    def events_url(self, flow_id: str, **query: str) -> str:
+        suffix = "&".join(f"{key}={value}" for key, value in query.items())
+        return f"{self.base_url}/flows/{flow_id}/events" + (f"?{suffix}" if suffix else "")
+
+
+@contextlib.asynccontextmanager
+async def run_service(settings: Settings, *, enable_images: bool = True) -> AsyncIterator[RunningService]:
+    """Serve ``create_app(settings)`` with uvicorn on loopback until the block ends."""
+    if enable_images:
+        report = await run_check(settings, fix=True)
+        assert not report.failed, report.render()
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=settings.port,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(DEFAULT_TIMEOUT_S):
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("server stopped before it started")
+            await asyncio.sleep(0.01)
+    try:
+        yield RunningService(settings, server)
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(DEFAULT_TIMEOUT_S):
+            await task
+
+
+@dataclass(frozen=True)
+class Event:
+    event: str
+    id: str
+    data: dict[str, Any]
+
+
+class EventStream:
+    """Reads one SSE stream in the background; ``await next()`` returns events in order."""
+
+    def __init__(self, url: str, *, headers: Mapping[str, str] | None = None) -> None:
+        self.url = url
+        self.headers = dict(headers or {})
+        self.raw: list[str] = []
+        self.status_code: int | None = None
+        self._queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(DEFAULT_TIMEOUT_S, read=None))
+        self._task: asyncio.Task[None] | None = None
+        self._opened = asyncio.Event()
+
+    async def __aenter__(self) -> EventStream:
+        self._task = asyncio.create_task(self._read())
+        async with asyncio.timeout(DEFAULT_TIMEOUT_S):
+            await self._opened.wait()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._client.aclose()
+
+    async def _read(self) -> None:
+        try:
+            async with aconnect_sse(self._client, "GET", self.url, headers=self.headers) as source:
+                self.status_code = source.response.status_code
+                self._opened.set()
+                if self.status_code != 200:
+                    return
+                async for message in source.aiter_sse():
+                    if not message.data:
+                        # A block without data (the retry hint, an id-only heartbeat) dispatches no
+                        # event in a browser's EventSource.
+                        continue
+                    self.raw.append(message.data)
+                    data = json.loads(message.data) if message.data else {}
+                    await self._queue.put(Event(message.event, message.id, data))
+            await self._queue.put(None)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._opened.set()
+            await self._queue.put(exc)
+
+    async def next(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> Event:
+        async with asyncio.timeout(timeout_s):
+            item = await self._queue.get()
+        if item is None:
+            raise EOFError("the stream ended")
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def until_end(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Event]:
+        """Every event until the server ends the stream."""
+        events = []
+        while True:
+            try:
+                events.append(await self.next(timeout_s))
+            except EOFError:
+                return events

@@ -1,90 +1,183 @@
 """Fan-out of encoded SSE frames to the subscribers of each flow.
 
-A frame is encoded once per event and the same ``bytes`` object is queued for every subscriber.
-Queues are bounded: a subscriber that falls behind is marked ``overflowed`` and its stream ends.
-Publishing never awaits, so one slow socket can never slow the watcher or other clients.
+A frame is encoded once per event and the same ``Delivery`` is queued for every subscriber.
+Queues are bounded. When one fills up, it is first compacted by each route's overflow policy
+(coalesce canvas updates of one document, collapse log chunks); if that does not free enough
+room, the subscriber is cut off and told to resync. Publishing never awaits, so one slow socket
+can never slow the watcher or other clients.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from filters import ChangeEvent
+
+OverflowPolicy: TypeAlias = Literal["coalesce", "collapse", "keep"]
+# After compaction a queue must be at most this full, or the subscriber is cut off: compacting
+# again for every single new event would cost O(queue) per event.
+COMPACTED_FILL = 0.75
+# The newest log chunks kept as they are when older ones are collapsed into one event.
+KEEP_NEWEST_CHUNKS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One encoded SSE message, as queued for subscribers.
+
+    ``position`` is the event id the frame carries (empty for comments); ``event`` is the change it
+    encodes, kept for compaction and snapshot folding (``None`` for control frames).
+    """
+
+    event_type: str
+    frame: bytes
+    position: str = ""
+    event: ChangeEvent | None = None
+
+
+Compactor: TypeAlias = Callable[[list[Delivery]], list[Delivery]]
 
 
 class Subscriber:
     """One SSE client's view of one flow."""
 
-    __slots__ = ("_frames", "_wakeup", "closed_reason", "flow_id", "max_queue", "overflowed", "types")
+    __slots__ = (
+        "_compact",
+        "_deliveries",
+        "_wakeup",
+        "closed_reason",
+        "flow_id",
+        "held",
+        "max_queue",
+        "overflowed",
+        "sent_since_tick",
+        "types",
+    )
 
-    def __init__(self, flow_id: str, types: frozenset[str] | None, max_queue: int) -> None:
+    def __init__(
+        self,
+        flow_id: str,
+        types: frozenset[str] | None,
+        max_queue: int,
+        *,
+        compact: Compactor | None = None,
+        held: bool = False,
+    ) -> None:
         self.flow_id = flow_id
         self.types = types
         self.max_queue = max_queue
         self.overflowed = False
         self.closed_reason: str | None = None
-        self._frames: deque[bytes] = deque()
+        self.held = held
+        self.sent_since_tick = False
+        self._compact = compact
+        self._deliveries: deque[Delivery] = deque()
         self._wakeup = asyncio.Event()
 
     @property
     def queued(self) -> int:
-        return len(self._frames)
+        return len(self._deliveries)
 
     def wants(self, event_type: str) -> bool:
         return self.types is None or event_type in self.types
 
-    def offer(self, frame: bytes) -> bool:
-        """Queue a frame; ``False`` (and the subscriber is overflowed) when the queue is full."""
+    def offer(self, delivery: Delivery) -> bool:
+        """Queue a delivery; ``False`` (and the subscriber is overflowed) when there is no room."""
         if self.overflowed or self.closed_reason is not None:
             return False
-        if len(self._frames) >= self.max_queue:
+        if len(self._deliveries) >= self.max_queue and not self._make_room():
             self.overflowed = True
-            self._frames.clear()
+            self._deliveries.clear()
             self._wakeup.set()
             return False
-        self._frames.append(frame)
-        self._wakeup.set()
+        self._deliveries.append(delivery)
+        self.sent_since_tick = True
+        if not self.held:
+            self._wakeup.set()
         return True
 
-    def close(self, reason: str, farewell: bytes | None = None) -> None:
-        """End the subscription after the queued frames (and ``farewell``) are sent."""
+    def _make_room(self) -> bool:
+        if self._compact is None:
+            return False
+        compacted = self._compact(list(self._deliveries))
+        if len(compacted) > self.max_queue * COMPACTED_FILL:
+            return False
+        self._deliveries = deque(compacted)
+        return True
+
+    def close(self, reason: str, farewell: Delivery | None = None) -> None:
+        """End the subscription after the queued deliveries (and ``farewell``) are sent."""
         if self.closed_reason is None:
             self.closed_reason = reason
             if farewell is not None:
-                self._frames.append(farewell)
+                self._deliveries.append(farewell)
+        self.held = False
         self._wakeup.set()
+
+    def release(self) -> None:
+        """Start delivering what was queued while the subscriber was held."""
+        self.held = False
+        self._wakeup.set()
+
+    def take(self) -> list[Delivery]:
+        """Remove and return everything queued (used while held, e.g. to fold into a snapshot)."""
+        taken = list(self._deliveries)
+        self._deliveries.clear()
+        return taken
 
     async def wait(self) -> None:
         """Wait until there is something to send or the subscription has ended."""
-        if not self._frames and not self.overflowed and self.closed_reason is None:
+        if not self._deliveries and not self.overflowed and self.closed_reason is None:
             await self._wakeup.wait()
         self._wakeup.clear()
 
     def drain(self) -> bytes:
         """Everything queued, as one chunk (several frames travel in one write)."""
-        if len(self._frames) == 1:
-            return self._frames.popleft()
-        chunk = b"".join(self._frames)
-        self._frames.clear()
+        if len(self._deliveries) == 1:
+            return self._deliveries.popleft().frame
+        chunk = b"".join(delivery.frame for delivery in self._deliveries)
+        self._deliveries.clear()
         return chunk
 
     @property
     def finished(self) -> bool:
-        return (self.overflowed or self.closed_reason is not None) and not self._frames
+        return (self.overflowed or self.closed_reason is not None) and not self._deliveries
 
 
 class Broker:
     """Subscribers by flow id."""
 
-    def __init__(self, *, max_queue: int, on_overflow: Callable[[Subscriber], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_queue: int,
+        on_overflow: Callable[[Subscriber], None] | None = None,
+        compact: Compactor | None = None,
+    ) -> None:
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         self.max_queue = max_queue
-        self._flows: dict[str, set[Subscriber]] = {}
         self.on_overflow = on_overflow
+        self._flows: dict[str, set[Subscriber]] = {}
+        self._compact = compact
 
-    def subscribe(self, flow_id: str, types: frozenset[str] | None = None) -> Subscriber:
-        subscriber = Subscriber(flow_id, types, self.max_queue)
+    def subscribe(
+        self,
+        flow_id: str,
+        types: frozenset[str] | None = None,
+        *,
+        held: bool = False,
+        backlog: Iterable[Delivery] = (),
+    ) -> Subscriber:
+        """A new subscriber; ``backlog`` is queued first (replayed events), ``held`` defers delivery."""
+        subscriber = Subscriber(flow_id, types, self.max_queue, compact=self._compact, held=held)
+        for delivery in backlog:
+            if subscriber.wants(delivery.event_type):
+                subscriber.offer(delivery)
         self._flows.setdefault(flow_id, set()).add(subscriber)
         return subscriber
 
@@ -99,37 +192,45 @@ class Broker:
     def has_subscribers(self, flow_id: str) -> bool:
         return flow_id in self._flows
 
-    def publish(self, flow_id: str, event_type: str, frame: bytes) -> int:
-        """Queue ``frame`` for every subscriber of the flow that wants ``event_type``; returns deliveries."""
+    def publish(self, flow_id: str, delivery: Delivery) -> int:
+        """Queue ``delivery`` for every subscriber of the flow that wants it; returns deliveries."""
         subscribers = self._flows.get(flow_id)
         if not subscribers:
             return 0
         delivered = 0
+        event_type = delivery.event_type
         for subscriber in subscribers:
             if subscriber.types is not None and event_type not in subscriber.types:
                 continue
             if subscriber.overflowed or subscriber.closed_reason is not None:
                 continue
-            if subscriber.offer(frame):
+            if subscriber.offer(delivery):
                 delivered += 1
             elif self.on_overflow is not None:
                 self.on_overflow(subscriber)
         return delivered
 
-    def announce(self, frame_for_flow: Callable[[str], bytes]) -> None:
-        """Queue a control frame for every subscriber, whatever event types it asked for."""
+    def announce(self, delivery_for_flow: Callable[[str], Delivery]) -> None:
+        """Queue a control delivery for every subscriber, whatever event types it asked for."""
         for flow_id, subscribers in list(self._flows.items()):
-            frame = frame_for_flow(flow_id)
+            delivery = delivery_for_flow(flow_id)
             for subscriber in subscribers:
-                if not subscriber.offer(frame) and subscriber.overflowed and self.on_overflow is not None:
+                if not subscriber.offer(delivery) and subscriber.overflowed and self.on_overflow is not None:
                     self.on_overflow(subscriber)
 
-    def close_all(self, reason: str, farewell: Callable[[str], bytes | None]) -> None:
-        """End every subscription, each with the farewell frame built for its flow."""
-        for flow_id, subscribers in list(self._flows.items()):
-            frame = farewell(flow_id)
+    def tick(self, heartbeat: Delivery) -> None:
+        """Send ``heartbeat`` to every live subscriber that received nothing since the last tick."""
+        for subscribers in self._flows.values():
             for subscriber in subscribers:
-                subscriber.close(reason, frame)
+                if not subscriber.sent_since_tick and not subscriber.held and not subscriber.queued:
+                    subscriber.offer(heartbeat)
+                subscriber.sent_since_tick = False
+
+    def close_all(self, reason: str, farewell: Delivery | None = None) -> None:
+        """End every subscription, after its queue and ``farewell``."""
+        for subscribers in list(self._flows.values()):
+            for subscriber in subscribers:
+                subscriber.close(reason, farewell)
 
     def flows(self) -> Iterator[str]:
         return iter(list(self._flows))
@@ -137,3 +238,63 @@ class Broker:
     @property
     def subscriber_count(self) -> int:
         return sum(len(subscribers) for subscribers in self._flows.values())
+
+
+def make_compactor(
+    policies: Mapping[str, OverflowPolicy],
+    *,
+    coalesced: Callable[[ChangeEvent, str, int], Delivery],
+    collapsed: Callable[[ChangeEvent, str, int], Delivery],
+) -> Compactor:
+    """Build the compaction of a full queue from the overflow policies of the routes (by collection).
+
+    ``coalesce``: queued changes of one document become one (``coalesced(event, position, count)``)
+    with its latest state, at the position of the latest change. ``collapse``: all but the newest
+    chunks become one event that says how many were skipped, at the position of the last skipped
+    one. ``keep``: never dropped.
+    Positions only move forward, so the ids a client sees stay in order.
+    """
+
+    def compact(deliveries: list[Delivery]) -> list[Delivery]:
+        last_of_document: dict[tuple[str, object], int] = {}
+        counts: dict[tuple[str, object], int] = {}
+        collapsible: list[int] = []
+        for index, delivery in enumerate(deliveries):
+            event = delivery.event
+            if event is None:
+                continue
+            policy = policies.get(event.collection, "keep")
+            if policy == "coalesce":
+                key = (event.collection, _hashable(event.document_id))
+                last_of_document[key] = index
+                counts[key] = counts.get(key, 0) + 1
+            elif policy == "collapse":
+                collapsible.append(index)
+        keep_last = {index: counts[key] for key, index in last_of_document.items()}
+        skipped = set(collapsible[:-KEEP_NEWEST_CHUNKS]) if len(collapsible) > KEEP_NEWEST_CHUNKS else set()
+        last_skipped = max(skipped) if skipped else -1
+        compacted: list[Delivery] = []
+        for index, delivery in enumerate(deliveries):
+            event = delivery.event
+            if event is None:
+                if delivery.event_type:
+                    compacted.append(delivery)  # control frames stay; heartbeats (no type) go
+                continue
+            policy = policies.get(event.collection, "keep")
+            if policy == "coalesce":
+                count = keep_last.get(index)
+                if count is None:
+                    continue
+                compacted.append(delivery if count == 1 else coalesced(event, delivery.position, count))
+            elif index in skipped:
+                if index == last_skipped:
+                    compacted.append(collapsed(event, delivery.position, len(skipped)))
+            else:
+                compacted.append(delivery)
+        return compacted
+
+    return compact
+
+
+def _hashable(value: object) -> object:
+    return value if isinstance(value, str | int | float | bool | type(None)) else repr(value)

@@ -1,60 +1,184 @@
-"""From a raw change to frames in subscriber queues: convert, filter, encode once, fan out."""
+"""From a raw change to deliveries in subscriber queues: convert, filter, encode once, fan out.
+
+The dispatcher also keeps the stream's clock: the position clients are told in heartbeats, the
+cluster time of the latest change, and barriers that wait until everything committed before a
+given cluster time has been dispatched. Everything here is synchronous: while one change is being
+dispatched, no subscriber can join or leave, so joins are exact.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from filters import ChangeEvent, Drop, Pipeline
 
-from .broadcast import Broker, Subscriber
+from .broadcast import Broker, Delivery, Subscriber
 from .codec import encode_token, to_change_event
-from .events import change_payload, frame, resync_frame
+from .events import RESYNC, change_payload, coalesced_payload, collapsed_payload, frame, resync_frame
 from .logs import RateLimitedLog
 from .metrics import Metrics
+from .replay import ReplayBuffer
 from .source import DATA_OPERATIONS, Change
 
 logger = logging.getLogger(__name__)
 
+ClusterTime = tuple[int, int]
 
-def encode_frame(event: ChangeEvent, token: Any) -> bytes:
+
+def encode_frame(event: ChangeEvent, position: str) -> bytes:
     """The SSE message for a published event; its id is the change's resume token."""
     assert event.event_type is not None
-    return frame(event.event_type, change_payload(event), event_id=encode_token(token))
+    return frame(event.event_type, change_payload(event), event_id=position)
+
+
+def coalesced_delivery(event: ChangeEvent, position: str, count: int) -> Delivery:
+    assert event.event_type is not None
+    data = frame(event.event_type, coalesced_payload(event, count), event_id=position)
+    return Delivery(event.event_type, data, position, event)
+
+
+def collapsed_delivery(event: ChangeEvent, position: str, skipped: int) -> Delivery:
+    assert event.event_type is not None
+    data = frame(event.event_type, collapsed_payload(event, skipped), event_id=position)
+    return Delivery(event.event_type, data, position, event)
+
+
+def cluster_time_of(change: Change) -> ClusterTime | None:
+    stamp = change.get("clusterTime")
+    return None if stamp is None else (stamp.time, stamp.inc)
+
+
+@dataclass(slots=True)
+class Clock:
+    """Where the live stream is: what a client that joins now has not yet missed.
+
+    ``time`` is the cluster time of the latest dispatched change (or of the stream's start), and
+    ``positions_at_time`` the changes already dispatched at exactly that time: a transaction's
+    changes share one cluster time and may arrive in several batches.
+    """
+
+    time: ClusterTime | None = None
+    positions_at_time: set[str] = field(default_factory=set)
+
+    def copy(self) -> Clock:
+        return Clock(self.time, set(self.positions_at_time))
+
+    def has_dispatched(self, time: ClusterTime | None, position: str) -> bool:
+        """Whether a change at ``time`` with ``position`` was dispatched before this clock was read."""
+        if self.time is None or time is None:
+            return False
+        return time < self.time or (time == self.time and position in self.positions_at_time)
 
 
 class Dispatcher:
-    def __init__(self, pipeline: Pipeline, broker: Broker, metrics: Metrics, *, retry_ms: int) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        broker: Broker,
+        metrics: Metrics,
+        replay: ReplayBuffer,
+        *,
+        retry_ms: int,
+    ) -> None:
         self.pipeline = pipeline
         self.broker = broker
         self.metrics = metrics
+        self.replay = replay
         self.retry_ms = retry_ms
+        self.clock = Clock()
+        self.position = ""
+        """The encoded position after the latest change or empty poll: safe for an idle client."""
         self._rare = RateLimitedLog(logger)
-        self._watched = frozenset(pipeline.collections)
+        self._barriers: list[tuple[ClusterTime | None, int, asyncio.Future[None]]] = []
+        self._polls_completed = 0
+
+    # --- the live stream ----------------------------------------------------------------------
+
+    def on_start(self, start_time: ClusterTime | None, position: Mapping[str, Any] | None) -> None:
+        """The stream (re)opened at ``start_time``; nothing before it will be dispatched live."""
+        if start_time is not None:
+            self.clock = Clock(start_time, set())
+        if position is not None:
+            self.position = encode_token(position)
 
     def on_change(self, change: Change) -> None:
         started = time.perf_counter()
         operation = change.get("operationType")
+        position = encode_token(change["_id"])
+        self._advance(cluster_time_of(change), position)
         try:
             if operation in DATA_OPERATIONS:
-                self._on_data_change(change, str(operation))
+                for flow_id, delivery in self.render(change, position):
+                    self.replay.record(flow_id, delivery)
+                    delivered = self.broker.publish(flow_id, delivery)
+                    if delivered:
+                        self.metrics.events_out.labels(type=delivery.event_type).inc(delivered)
             elif operation in ("drop", "rename"):
                 self._on_collection_gone(change, str(operation))
             elif operation in ("dropDatabase", "invalidate"):
                 self.metrics.events_in.labels(collection="", operation=str(operation)).inc()
-                self.on_reset("database-dropped" if operation == "dropDatabase" else "invalidated")
+                self.reset("database-dropped" if operation == "dropDatabase" else "invalidated")
         except Exception as exc:
             # One event must never stop the stream: count it, log it, go on with the next.
             self.metrics.events_skipped.labels(reason="internal-error").inc()
             self._rare.warning("internal-error", "skipped a %s event after an internal error (%r)", operation, exc)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
 
-    def _on_data_change(self, change: Change, operation: str) -> None:
+    def on_idle(self, position: Mapping[str, Any] | None, poll_number: int) -> None:
+        """An empty poll that started as poll ``poll_number`` returned: the stream is caught up."""
+        if position is not None:
+            self.position = encode_token(position)
+        self._polls_completed = poll_number
+        self._settle_barriers()
+
+    def _advance(self, cluster_time: ClusterTime | None, position: str) -> None:
+        self.position = position
+        if cluster_time is not None:
+            if cluster_time != self.clock.time:
+                self.clock = Clock(cluster_time, set())
+            self.clock.positions_at_time.add(position)
+        if self._barriers:
+            self._settle_barriers()
+
+    def barrier(self, after: ClusterTime | None, polls_started: int) -> asyncio.Future[None]:
+        """A future that resolves once every change committed at or before ``after`` was dispatched.
+
+        That is the case when a change with a later cluster time was dispatched, or when a poll that
+        started after this call (numbered above ``polls_started``) came back empty.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._barriers.append((after, polls_started, future))
+        self._settle_barriers()
+        return future
+
+    def _settle_barriers(self) -> None:
+        pending = []
+        for after, polls_started, future in self._barriers:
+            passed_time = after is not None and self.clock.time is not None and self.clock.time > after
+            if future.done():
+                continue
+            if passed_time or self._polls_completed > polls_started:
+                future.set_result(None)
+            else:
+                pending.append((after, polls_started, future))
+        self._barriers = pending
+
+    # --- turning changes into deliveries ------------------------------------------------------
+
+    def render(self, change: Change, position: str, *, live: bool = True) -> list[tuple[str, Delivery]]:
+        """The deliveries a data change makes, by flow. Live changes are counted in the metrics;
+        replays of history for one client are not."""
         collection = str(change.get("ns", {}).get("coll", ""))
-        self.metrics.events_in.labels(collection=collection, operation=operation).inc()
+        operation = str(change.get("operationType"))
+        if live:
+            self.metrics.events_in.labels(collection=collection, operation=operation).inc()
         try:
             event = to_change_event(change)
         except Exception as exc:
@@ -62,9 +186,11 @@ class Dispatcher:
             self._rare.warning(
                 "malformed", "skipped a malformed %s event on %s (%s)", operation, collection, type(exc).__name__
             )
-            return
-        result = self.pipeline.process(event)
+            return []
+        result = self.pipeline.process_all(event)
         if isinstance(result, Drop):
+            if not live:
+                return []
             self.metrics.events_dropped.labels(reason=result.reason, collection=collection).inc()
             if result.reason in ("unroutable", "unverifiable", "stage-error"):
                 self._rare.warning(
@@ -75,34 +201,38 @@ class Dispatcher:
                     result.reason,
                     result.detail,
                 )
-            return
-        self.publish(result, change["_id"])
+            return []
+        return list(self._encode(result, position, live=live))
 
-    def publish(self, event: ChangeEvent, token: Any) -> None:
-        assert event.flow_id is not None and event.event_type is not None
-        self.metrics.events_published.labels(type=event.event_type, collection=event.collection).inc()
-        if not self.broker.has_subscribers(event.flow_id):
-            return
-        try:
-            data = encode_frame(event, token)
-        except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
-            self.metrics.events_skipped.labels(reason="unserialisable").inc()
-            self._rare.warning(
-                "unserialisable", "skipped an event on %s that cannot be encoded (%s)", event.collection, exc
-            )
-            return
-        delivered = self.broker.publish(event.flow_id, event.event_type, data)
-        if delivered:
-            self.metrics.events_out.labels(type=event.event_type).inc(delivered)
+    def _encode(self, events: Iterable[ChangeEvent], position: str, *, live: bool) -> Iterable[tuple[str, Delivery]]:
+        for event in events:
+            assert event.flow_id is not None and event.event_type is not None
+            try:
+                data = encode_frame(event, position)
+            except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
+                self.metrics.events_skipped.labels(reason="unserialisable").inc()
+                self._rare.warning(
+                    "unserialisable", "skipped an event on %s that cannot be encoded (%s)", event.collection, exc
+                )
+                continue
+            if live:
+                self.metrics.events_published.labels(type=event.event_type, collection=event.collection).inc()
+            yield event.flow_id, Delivery(event.event_type, data, position, event)
+
+    # --- resets -------------------------------------------------------------------------------
 
     def _on_collection_gone(self, change: Change, operation: str) -> None:
         collection = str(change.get("ns", {}).get("coll", ""))
         self.metrics.events_in.labels(collection=collection, operation=operation).inc()
         logger.warning("watched collection %s saw %s; every client must resync", collection, operation)
-        self.on_reset(f"collection-{operation}")
+        self.reset(f"collection-{operation}")
 
-    def on_reset(self, reason: str) -> None:
-        self.broker.announce(lambda flow_id: resync_frame(flow_id, reason))
+    def reset(self, reason: str) -> None:
+        """Every client must reload: what it holds can no longer be brought up to date by events."""
+        self.replay.forget()
+        self.broker.announce(
+            lambda flow_id: Delivery(RESYNC, resync_frame(flow_id, reason, event_id=self.position), self.position)
+        )
 
     def on_overflow(self, subscriber: Subscriber) -> None:
         self.metrics.clients_disconnected_slow.inc()

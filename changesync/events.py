@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -9,7 +10,11 @@ import orjson
 from filters import ChangeEvent
 
 RESYNC = "RESYNC"
-"""Control event: the client's view may have a gap; it must reload the flow's state."""
+"""Control event: the client's copy may have a gap (see ``reason``)."""
+SNAPSHOT = "SNAPSHOT"
+"""The flow's current filtered state, consistent with the events that follow it."""
+# A client cut off for falling behind reconnects with Last-Event-ID and catches up: nothing lost.
+RESUMABLE_REASONS = frozenset({"slow-consumer", "shutdown"})
 
 
 def change_payload(event: ChangeEvent) -> dict[str, Any]:
@@ -28,20 +33,46 @@ def change_payload(event: ChangeEvent) -> dict[str, Any]:
     }
 
 
+def coalesced_payload(event: ChangeEvent, count: int) -> dict[str, Any]:
+    """Several queued changes of one document as one: its latest state (or its deletion)."""
+    payload = change_payload(event)
+    if event.operation != "delete":
+        payload["operation"] = "replace"
+        payload["patch"] = None
+    payload["coalesced"] = count
+    return payload
+
+
+def collapsed_payload(event: ChangeEvent, skipped: int) -> dict[str, Any]:
+    """Stands for ``skipped`` log chunks that a slow client did not receive."""
+    payload = change_payload(event)
+    payload.update(operation="skipped", documentId=None, document=None, patch=None, skipped=skipped)
+    return payload
+
+
 def frame(
-    event_type: str, payload: dict[str, Any], *, event_id: str | None = None, retry_ms: int | None = None
+    event_type: str, payload: Mapping[str, Any], *, event_id: str | None = None, retry_ms: int | None = None
 ) -> bytes:
     """One SSE message. ``data`` is a single line: orjson never emits a raw newline."""
     head = b"event: " + event_type.encode("ascii") + b"\n"
-    if event_id is not None:
+    if event_id:
         head += b"id: " + event_id.encode("ascii") + b"\n"
     if retry_ms is not None:
         head += b"retry: " + str(retry_ms).encode("ascii") + b"\n"
     return head + b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def resync_frame(flow_id: str, reason: str, *, retry_ms: int | None = None) -> bytes:
-    return frame(RESYNC, {"type": RESYNC, "flowId": flow_id, "reason": reason}, retry_ms=retry_ms)
+def resync_frame(flow_id: str, reason: str, *, event_id: str | None = None, retry_ms: int | None = None) -> bytes:
+    payload = {"type": RESYNC, "flowId": flow_id, "reason": reason, "resumable": reason in RESUMABLE_REASONS}
+    return frame(RESYNC, payload, event_id=event_id, retry_ms=retry_ms)
+
+
+def position_frame(event_id: str, *, comment: str = "heartbeat", retry_ms: int | None = None) -> bytes:
+    """A comment that also moves the client's last event id (an id-only message dispatches no event)."""
+    text = b": " + comment.encode("ascii") + b"\n"
+    if retry_ms is not None:
+        text += b"retry: " + str(retry_ms).encode("ascii") + b"\n"
+    return text + (b"id: " + event_id.encode("ascii") + b"\n\n" if event_id else b"\n")
 
 
 def comment_frame(text: str) -> bytes:

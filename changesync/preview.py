@@ -14,7 +14,7 @@ from bson.errors import InvalidBSON
 
 from filters import Drop, Pipeline
 
-from .codec import to_change_event
+from .codec import encode_token, to_change_event
 from .dispatch import encode_frame
 from .source import DATA_OPERATIONS, RESET_OPERATIONS
 
@@ -44,12 +44,15 @@ def preview_lines(lines: Iterable[str], pipeline: Pipeline) -> Iterator[tuple[in
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             yield number, f"line {number}: malformed change event ({type(exc).__name__}: {exc})", True
             continue
-        result = pipeline.process(event)
+        result = pipeline.process_all(event)
         if isinstance(result, Drop):
             detail = f" ({result.detail})" if result.detail else ""
             yield number, f"dropped: {result.reason}{detail}", False
             continue
+        token = change.get("_id")
+        position = encode_token(token) if isinstance(token, dict) and token.get("_data") else ""
         try:
-            yield number, encode_frame(result, change.get("_id") or {"_data": ""}).decode().rstrip("\n"), False
+            for published in result:
+                yield number, encode_frame(published, position).decode().rstrip("\n"), False
         except (TypeError, ValueError) as exc:
             yield number, f"line {number}: cannot be encoded ({exc})", True

@@ -37,6 +37,10 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["auto", "json", "text"]
 
 
+SnapshotMode = Literal["one", "all", "latest", "none"]
+OverflowPolicy = Literal["coalesce", "collapse", "keep"]
+
+
 @dataclass(frozen=True, slots=True)
 class StreamSettings:
     heartbeat_interval_s: float = 15.0
@@ -45,6 +49,28 @@ class StreamSettings:
     send_timeout_s: float = 30.0
     max_await_time_ms: int = 1000
     ready_max_lag_s: float = 30.0
+    snapshot_on_connect: bool = True
+    snapshot_timeout_s: float = 10.0
+    catch_up_timeout_s: float = 30.0
+    replay_per_flow: int = 256
+    replay_max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RouteOptions:
+    """What the service (not the filter pipeline) needs to know about a route.
+
+    - ``snapshot``: what a ``SNAPSHOT`` holds of this collection: the ``one`` document whose flow id
+      path is the flow (``_id`` routes), ``all`` of the flow's documents, the ``latest`` one (highest
+      ``_id``), or ``none``.
+    - ``overflow``: how a slow client's full queue sheds this route's events before it is cut off:
+      ``coalesce`` changes of one document into its latest state, ``collapse`` (log chunks) into a
+      count of skipped ones, or ``keep`` (never dropped).
+    """
+
+    snapshot: SnapshotMode = "all"
+    snapshot_limit: int = 10_000
+    overflow: OverflowPolicy = "keep"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +88,8 @@ class Settings:
     stream: StreamSettings = field(default_factory=StreamSettings)
     log: LogSettings = field(default_factory=LogSettings)
     routes: tuple[Route, ...] = ()
+    route_options: Mapping[str, RouteOptions] = field(default_factory=dict)
+    """Collection name → the route's service options."""
     stages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Collection name (or ``"*"``) → import paths ``"module:callable"`` of user stages."""
 
@@ -163,6 +191,11 @@ SCALARS: dict[str, Parser] = {
     "stream.send_timeout_s": _seconds(0),
     "stream.max_await_time_ms": _integer(1, 60_000),
     "stream.ready_max_lag_s": _seconds(0),
+    "stream.snapshot_on_connect": lambda key, value: _boolean(key, value),
+    "stream.snapshot_timeout_s": _seconds(0),
+    "stream.catch_up_timeout_s": _seconds(0),
+    "stream.replay_per_flow": _integer(0, 100_000),
+    "stream.replay_max_bytes": _integer(0, 2**40),
     "log.level": _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True),
     "log.format": _choice("auto", "json", "text"),
 }
@@ -183,14 +216,37 @@ DEFAULT_FILTERS: dict[str, Any] = {
 }
 
 DEFAULT_ROUTES: dict[str, dict[str, Any]] = {
-    "flowboards": {"event_type": "SYNC_CANVAS", "flow_id": "_id", "deny": ["nodes.*.data.credentials"]},
-    "flow_nodes": {"event_type": "SYNC_CANVAS", "flow_id": "flowId"},
-    "flow_edges": {"event_type": "SYNC_CANVAS", "flow_id": "flowId"},
-    "flow_executions": {"event_type": "EXECUTION_UPDATE", "flow_id": "flowId"},
-    "flow_logs": {"event_type": "LOG_STREAM", "flow_id": "flowId"},
+    "flowboards": {
+        "event_type": "SYNC_CANVAS",
+        "flow_id": "_id",
+        "deny": ["nodes.*.data.credentials"],
+        "snapshot": "one",
+        "overflow": "coalesce",
+    },
+    "flow_nodes": {"event_type": "SYNC_CANVAS", "flow_id": "flowId", "snapshot": "all", "overflow": "coalesce"},
+    "flow_edges": {"event_type": "SYNC_CANVAS", "flow_id": "flowId", "snapshot": "all", "overflow": "coalesce"},
+    "flow_executions": {
+        "event_type": "EXECUTION_UPDATE",
+        "flow_id": "flowId",
+        "snapshot": "latest",
+        "overflow": "keep",
+    },
+    "flow_logs": {"event_type": "LOG_STREAM", "flow_id": "flowId", "snapshot": "none", "overflow": "collapse"},
 }
 
-ROUTE_KEYS = {"collection", "event_type", "flow_id", "drop_when", "deny", "allow", "deny_underscore", "stages"}
+ROUTE_KEYS = {
+    "collection",
+    "event_type",
+    "flow_id",
+    "drop_when",
+    "deny",
+    "allow",
+    "deny_underscore",
+    "stages",
+    "snapshot",
+    "snapshot_limit",
+    "overflow",
+}
 FILTER_KEYS = {"drop_when", "deny", "deny_underscore"}
 
 
@@ -214,7 +270,7 @@ def _boolean(key: str, value: Any) -> bool:
     return value
 
 
-def _route(name: str, table: Any, shared: Mapping[str, Any]) -> tuple[Route, tuple[str, ...]]:
+def _route(name: str, table: Any, shared: Mapping[str, Any]) -> tuple[Route, RouteOptions, tuple[str, ...]]:
     prefix = f"routes.{name}"
     if not isinstance(table, dict):
         raise ConfigError(prefix, table, "a table")
@@ -244,7 +300,12 @@ def _route(name: str, table: Any, shared: Mapping[str, Any]) -> tuple[Route, tup
     for path in stages:
         if not STAGE_PATH_PATTERN.fullmatch(path):
             raise ConfigError(f"{prefix}.stages", path, "an import path such as 'package.module:callable'")
-    return route, stages
+    options = RouteOptions(
+        snapshot=_choice("one", "all", "latest", "none")(f"{prefix}.snapshot", table.get("snapshot", "all")),
+        snapshot_limit=_integer(1, 1_000_000)(f"{prefix}.snapshot_limit", table.get("snapshot_limit", 10_000)),
+        overflow=_choice("coalesce", "collapse", "keep")(f"{prefix}.overflow", table.get("overflow", "keep")),
+    )
+    return route, options, stages
 
 
 def _import_stage(key: str, path: str) -> Filter:
@@ -328,17 +389,20 @@ def load_settings(
             section, name = key.split(".", 1)
             sections[section][name] = value
 
-    routes, stages = _load_routes(document)
+    routes, route_options, stages = _load_routes(document)
     return Settings(
         **top,
         stream=StreamSettings(**sections["stream"]),
         log=LogSettings(**sections["log"]),
         routes=routes,
+        route_options=route_options,
         stages=stages,
     )
 
 
-def _load_routes(document: Mapping[str, Any]) -> tuple[tuple[Route, ...], dict[str, tuple[str, ...]]]:
+def _load_routes(
+    document: Mapping[str, Any],
+) -> tuple[tuple[Route, ...], dict[str, RouteOptions], dict[str, tuple[str, ...]]]:
     shared = dict(DEFAULT_FILTERS)
     file_filters = document.get("filters", {})
     if not isinstance(file_filters, dict):
@@ -352,15 +416,17 @@ def _load_routes(document: Mapping[str, Any]) -> tuple[tuple[Route, ...], dict[s
     if not isinstance(tables, dict) or not tables:
         raise ConfigError("routes", tables, "at least one [routes.<name>] table")
     routes: list[Route] = []
+    options: dict[str, RouteOptions] = {}
     stages: dict[str, tuple[str, ...]] = {}
     for name, table in tables.items():
-        route, route_stages = _route(name, table, shared)
-        if any(existing.collection == route.collection for existing in routes):
+        route, route_options, route_stages = _route(name, table, shared)
+        if route.collection in options:
             raise ConfigError(f"routes.{name}.collection", route.collection, "a collection no other route uses")
         routes.append(route)
+        options[route.collection] = route_options
         if route_stages:
             stages[route.collection] = route_stages
-    return tuple(routes), stages
+    return tuple(routes), options, stages
 
 
 def validate_routes(settings: Settings) -> None:

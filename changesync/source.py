@@ -9,17 +9,20 @@ position itself is unusable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from bson import ObjectId, Timestamp
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.read_concern import ReadConcern
 
 from filters import Route
 
@@ -107,38 +110,50 @@ class SourceState:
     last_poll_monotonic: float = 0.0
     last_error: str | None = None
     lag_s: float = 0.0
+    polls_started: int = 0
+
+
+class Listener(Protocol):
+    """What the source tells about the stream (the dispatcher)."""
+
+    def on_start(self, start_time: tuple[int, int] | None, position: Mapping[str, Any] | None) -> None: ...
+    def on_change(self, change: Change) -> None: ...
+    def on_idle(self, position: Mapping[str, Any] | None, poll_number: int) -> None: ...
+    def reset(self, reason: str) -> None: ...
 
 
 class ChangeSource:
-    """Tails the database with one change stream and hands every change to ``on_change``.
+    """Tails the database with one change stream and tells ``listener`` about every change.
 
-    ``on_reset(reason)`` is called when clients may have missed changes that cannot be replayed
-    (history lost, invalidated stream, dropped database): they must reload.
+    ``listener.reset(reason)`` is called when clients may have missed changes that cannot be
+    replayed (history lost, unusable position): they must reload.
     """
 
     def __init__(
         self,
         database: AsyncDatabase[dict[str, Any]],
         routes: Sequence[Route],
+        listener: Listener,
         *,
-        on_change: Callable[[Change], None],
-        on_reset: Callable[[str], None],
         on_restart: Callable[[str], None] | None = None,
         max_await_time_ms: int = 1000,
-        resume_after: Mapping[str, Any] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.database = database
+        self.routes = tuple(routes)
         self.pipeline = watch_pipeline(routes)
-        self.on_change = on_change
-        self.on_reset = on_reset
+        self.listener = listener
         self.on_restart = on_restart
         self.max_await_time_ms = max_await_time_ms
         self.state = SourceState()
-        self.resume_token: Mapping[str, Any] | None = resume_after
+        self.resume_token: Mapping[str, Any] | None = None
         self._start_after: Mapping[str, Any] | None = None
         self._sleep = sleep
         self._started = asyncio.Event()
+
+    @property
+    def started(self) -> bool:
+        return self._started.is_set()
 
     async def wait_started(self) -> None:
         """Until the first stream is open: a write after this returns is seen."""
@@ -155,12 +170,13 @@ class ChangeSource:
                     self.resume_token = None
                     self._start_after = None
                     self.state.last_error = f"position lost (code {exc.code})"
-                    self.on_reset("history-lost")
+                    self.listener.reset("history-lost")
+                    self._count_restart("position-lost")
                 else:
                     self.state.last_error = f"server error {exc.code}"
                     logger.error("change stream failed with server error %s: %s", exc.code, exc.details)
+                    self._count_restart("server-error")
                     await self._sleep(backoff.next_delay_s())
-                self._count_restart("position-lost" if exc.code in POSITION_LOST_CODES else "server-error")
             except ConnectionFailure as exc:
                 self.state.last_error = "connection failure"
                 logger.warning("change stream connection failed (%s); reopening", type(exc).__name__)
@@ -172,9 +188,10 @@ class ChangeSource:
                 self._count_restart("driver-error")
                 await self._sleep(backoff.next_delay_s())
             except Exception:
-                # A bug in event handling must not end the service's only stream.
+                # A bug must not end the service's only stream; the dispatcher already isolates
+                # single events, so this is a last line.
                 self.state.last_error = "internal error"
-                logger.exception("change stream handler failed; reopening from the last position")
+                logger.exception("change stream loop failed; reopening from the last position")
                 self._count_restart("internal-error")
                 await self._sleep(backoff.next_delay_s())
             finally:
@@ -186,10 +203,19 @@ class ChangeSource:
 
     async def _tail(self, backoff: Backoff) -> None:
         options: dict[str, Any] = {}
+        start_time: tuple[int, int] | None = None
         if self._start_after is not None:
             options["start_after"] = self._start_after
         elif self.resume_token is not None:
             options["resume_after"] = self.resume_token
+        else:
+            # A fresh start gets an explicit start time, so that "before the stream" has a meaning
+            # when a client catches up from history.
+            reply = await self.database.client.admin.command("ping")
+            operation_time = reply.get("operationTime")
+            if isinstance(operation_time, Timestamp):
+                options["start_at_operation_time"] = operation_time
+                start_time = (operation_time.time, operation_time.inc)
         # Pre-images only: the filter pipeline rebuilds each post-image from the pre-image and the
         # update description. That is exact at the event's point in time, costs half the bytes, and
         # does not depend on how a server computes post-images.
@@ -206,23 +232,93 @@ class ChangeSource:
             self.state.last_error = None
             self.state.last_poll_monotonic = time.monotonic()
             self.resume_token = stream.resume_token
+            self.listener.on_start(start_time, stream.resume_token)
             self._started.set()
             logger.info("change stream open on %s", self.database.name)
             while stream.alive:
+                self.state.polls_started += 1
+                poll_number = self.state.polls_started
                 change = await stream.try_next()
                 self.state.last_poll_monotonic = time.monotonic()
                 backoff.reset()
                 if change is None:
                     self.state.lag_s = 0.0
                     self.resume_token = stream.resume_token
+                    self.listener.on_idle(self.resume_token, poll_number)
                     continue
                 self.state.lag_s = _lag_s(change)
                 if change.get("operationType") == "invalidate":
                     self._start_after = change["_id"]
-                self.on_change(change)
+                self.listener.on_change(change)
                 self.resume_token = stream.resume_token
         if self._start_after is not None:
             logger.warning("change stream invalidated; reopening after the invalidate event")
+
+    # --- reads for joining clients ------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def history(self, start_after: Mapping[str, Any], flow_id: str) -> AsyncIterator[Any]:
+        """A temporary change stream over one flow's changes since ``start_after``.
+
+        Raises ``OperationFailure`` (codes in ``POSITION_LOST_CODES``) when the position is no
+        longer, or never was, in this deployment's history.
+        """
+        stream = await self.database.watch(
+            history_pipeline(self.routes, flow_id),
+            full_document_before_change="whenAvailable",
+            show_expanded_events=True,
+            max_await_time_ms=self.max_await_time_ms,
+            start_after=start_after,
+        )
+        async with stream:
+            yield stream
+
+    async def read_flow(
+        self, route: Route, flow_id: str, *, limit: int, newest_first: bool
+    ) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
+        """The route's current documents of a flow, and the cluster time the read reflects."""
+        async with self.database.client.start_session(causal_consistency=True) as session:
+            collection = self.database.get_collection(route.collection, read_concern=ReadConcern("majority"))
+            cursor = collection.find(
+                {route.flow_id_path: {"$in": flow_id_values(flow_id)}}, session=session, limit=limit
+            )
+            if newest_first:
+                cursor = cursor.sort("_id", -1)
+            documents = await cursor.to_list()
+            operation_time = session.operation_time
+        return documents, None if operation_time is None else (operation_time.time, operation_time.inc)
+
+
+def flow_id_values(flow_id: str) -> list[Any]:
+    """The stored forms a flow id from a URL may have: the string, an integer, an ObjectId."""
+    values: list[Any] = [flow_id]
+    if flow_id.lstrip("-").isdigit() and len(flow_id) < 20:
+        values.append(int(flow_id))
+    if ObjectId.is_valid(flow_id) and len(flow_id) == 24:
+        values.append(ObjectId(flow_id))
+    return values
+
+
+def history_pipeline(routes: Sequence[Route], flow_id: str) -> list[dict[str, Any]]:
+    """The live pipeline narrowed, on the server, to changes that can concern one flow."""
+    values = {"$in": flow_id_values(flow_id)}
+    branches: list[dict[str, Any]] = [{"operationType": {"$in": list(RESET_OPERATIONS)}}]
+    for route in routes:
+        path = route.flow_id_path
+        places = (
+            ["documentKey._id"]
+            if path == "_id"
+            else [
+                f"fullDocument.{path}",
+                f"fullDocumentBeforeChange.{path}",
+                f"updateDescription.updatedFields.{path}",
+                f"documentKey.{path}",
+            ]
+        )
+        if path == "_id":
+            places += ["fullDocument._id"]
+        branches.append({"ns.coll": route.collection, "$or": [{place: values} for place in places]})
+    return [*watch_pipeline(routes), {"$match": {"$or": branches}}]
 
 
 def _lag_s(change: Change) -> float:

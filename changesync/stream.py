@@ -1,31 +1,42 @@
-"""The per-client SSE response: drains a subscriber's queue onto the socket."""
+"""The per-client SSE response: a prologue (replay, catch-up, snapshot), then the live queue."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
+from sse_starlette.sse import AppStatus
 
 from .broadcast import Subscriber
-from .events import comment_frame, resync_frame
+from .events import resync_frame
 
-HEARTBEAT = ServerSentEvent(comment="heartbeat")
+# Seconds a stream may take to send its farewell after the server was told to stop; must stay
+# below the server's graceful-shutdown timeout.
+SHUTDOWN_GRACE_S = 2.0
+
+
+def shutdown_requested() -> bool:
+    """Whether the server received SIGTERM/SIGINT (sse-starlette watches uvicorn's exit)."""
+    return bool(AppStatus.should_exit)
 
 
 def event_stream(
     subscriber: Subscriber,
+    prologue: AsyncIterator[bytes],
     *,
-    heartbeat_interval_s: float,
     send_timeout_s: float,
     retry_ms: int,
     on_close: Callable[[Subscriber], None],
 ) -> EventSourceResponse:
-    """An endless ``text/event-stream`` for one subscriber; ``on_close`` runs however it ends."""
+    """An endless ``text/event-stream`` for one subscriber; ``on_close`` runs however it ends.
+
+    Heartbeats are queued by the broker like any other delivery, so they never overtake events.
+    """
 
     async def frames() -> AsyncIterator[bytes]:
         try:
-            # The retry hint and a comment go out at once, so the client knows the stream is live.
-            yield b"retry: " + str(retry_ms).encode("ascii") + b"\n" + comment_frame("connected")
+            async for data in prologue:
+                yield data
             while True:
                 await subscriber.wait()
                 if subscriber.overflowed:
@@ -40,8 +51,8 @@ def event_stream(
 
     return EventSourceResponse(
         frames(),
-        ping=heartbeat_interval_s,
-        ping_message_factory=lambda: HEARTBEAT,
+        ping=0,
         send_timeout=send_timeout_s,
+        shutdown_grace_period=SHUTDOWN_GRACE_S,
         headers={"Cache-Control": "no-store"},
     )

@@ -1,4 +1,4 @@
-"""The built-in stages, in pipeline order: route, post-image, drop, strip or allow, patch.
+"""The built-in stages, in pipeline order: post-image, route, drop, strip or allow, patch.
 
 Each stage is a small callable with ``__slots__``, built once per route (patterns and predicates are
 compiled in ``__init__``, which raises ``InvalidRouteError`` naming the route and the bad value) and
@@ -54,6 +54,10 @@ class RouteStage:
             raise InvalidRouteError(collection, route.flow_id_path, f"bad flow_id_path: {exc}") from None
         self._path = route.flow_id_path
         self._event_type = route.event_type
+
+    @property
+    def event_type(self) -> str:
+        return self._event_type
 
     def __call__(self, event: ChangeEvent) -> ChangeEvent | Drop:
         value = self._find(event)

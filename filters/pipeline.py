@@ -26,18 +26,43 @@ def stage_name(stage: Filter) -> str:
 
 
 class _Chain:
-    __slots__ = ("head", "patch", "user")
+    __slots__ = ("drop", "head", "patch", "route", "user")
 
-    def __init__(self, head: tuple[_Builtin, ...], user: tuple[tuple[str, Filter], ...], patch: PatchStage) -> None:
+    def __init__(
+        self,
+        head: tuple[_Builtin, ...],
+        user: tuple[tuple[str, Filter], ...],
+        patch: PatchStage,
+        route: RouteStage,
+        drop: DropStage | None,
+    ) -> None:
         self.head = head
         self.user = user
         self.patch = patch
+        self.route = route
+        self.drop = drop
+
+    def flow_before(self, event: ChangeEvent) -> str | None:
+        """The flow that could see the document before the change, or ``None``."""
+        before = ChangeEvent(
+            collection=event.collection,
+            operation="insert",
+            document_id=event.document_id,
+            full_document=event.full_document_before_change,
+            document_key=event.document_key,
+        )
+        routed = self.route(before)
+        if isinstance(routed, Drop):
+            return None
+        if self.drop is not None and isinstance(self.drop(routed), Drop):
+            return None
+        return routed.flow_id
 
 
 class Pipeline:
     """Route and filter change events.
 
-    Per route the stages run in this order: route, post-image, drop (if the route has ``drop_when``),
+    Per route the stages run in this order: post-image, route, drop (if the route has ``drop_when``),
     strip or allow (unless the route changes nothing), the user ``stages`` (``"*"`` first, then the
     collection's own), patch. The first ``Drop`` ends processing.
 
@@ -61,15 +86,18 @@ class Pipeline:
                 raise InvalidRouteError(key, key, "stages given for a collection without a route")
         shared = _user_stages(ALL_COLLECTIONS, extra.get(ALL_COLLECTIONS, ()))
         for collection, route in by_collection.items():
-            head: list[_Builtin] = [RouteStage(route), PostImageStage()]
-            drop = DropStage(route)
-            if not drop.is_noop:
+            route_stage = RouteStage(route)
+            # The post-image first: an update that changes the flow id is routed by its new value.
+            head: list[_Builtin] = [PostImageStage(), route_stage]
+            drop_stage = DropStage(route)
+            drop = None if drop_stage.is_noop else drop_stage
+            if drop is not None:
                 head.append(drop)
             projection = AllowStage(route) if route.allow is not None else StripStage(route)
             if not projection.is_identity:
                 head.append(projection)
             own = _user_stages(collection, extra.get(collection, ()))
-            chains[collection] = _Chain(tuple(head), shared + own, PatchStage(route))
+            chains[collection] = _Chain(tuple(head), shared + own, PatchStage(route), route_stage, drop)
         self._chains = chains
         self._routes = MappingProxyType(by_collection)
 
@@ -104,6 +132,56 @@ class Pipeline:
                 return Drop("stage", detail=name)
             event = outcome
         return chain.patch(event)
+
+    def process_all(self, event: ChangeEvent) -> tuple[ChangeEvent, ...] | Drop:
+        """``process``, plus moves between flows for updates and replacements with a pre-image.
+
+        A document that leaves a flow (its flow id changed, or it now matches ``drop_when``) gives
+        that flow a ``delete``; a document that enters a flow gives it an ``insert`` with the filtered
+        document. The private state itself is never published.
+        """
+        result = self.process(event)
+        if event.operation not in ("update", "replace") or event.full_document_before_change is None:
+            return result if isinstance(result, Drop) else (result,)
+        chain = self._chains.get(event.collection)
+        if chain is None:
+            return result if isinstance(result, Drop) else (result,)
+        flow_before = chain.flow_before(event)
+        if isinstance(result, Drop):
+            if result.reason == "denied-only" or flow_before is None:
+                return result
+            return (_moved_out(event, chain, flow_before),)
+        if flow_before == result.flow_id:
+            return (result,)
+        moved_in = _moved_in(result)
+        return (moved_in,) if flow_before is None else (_moved_out(event, chain, flow_before), moved_in)
+
+
+def _moved_out(event: ChangeEvent, chain: _Chain, flow_id: str) -> ChangeEvent:
+    return ChangeEvent(
+        collection=event.collection,
+        operation="delete",
+        document_id=event.document_id,
+        cluster_time=event.cluster_time,
+        wall_time=event.wall_time,
+        document_key=event.document_key,
+        event_type=chain.route.event_type,
+        flow_id=flow_id,
+    )
+
+
+def _moved_in(event: ChangeEvent) -> ChangeEvent:
+    return ChangeEvent(
+        collection=event.collection,
+        operation="insert",
+        document_id=event.document_id,
+        full_document=event.full_document,
+        cluster_time=event.cluster_time,
+        wall_time=event.wall_time,
+        document_key=event.document_key,
+        event_type=event.event_type,
+        flow_id=event.flow_id,
+    )
 
 
 def _user_stages(collection: str, stages: Sequence[Filter]) -> tuple[tuple[str, Filter], ...]:

@@ -300,3 +300,65 @@ class TestUserStages:
 
         given = ChangeEvent("flowboards", "insert", 1, full_document={"flowId": "f"})
         assert Pipeline([FLOWBOARDS], stages={"*": [Guard()]}).process(given) == Drop("stage", detail="guard")
+
+
+class TestMoves:
+    ROUTES = (Route("flow_nodes", "SYNC_CANVAS", flow_id_path="flowId", drop_when=({"visibility": "private"},)),)
+
+    def update(self, before: dict, changes: dict) -> ChangeEvent:
+        return ChangeEvent(
+            collection="flow_nodes",
+            operation="update",
+            document_id="n1",
+            full_document_before_change=before,
+            update_description=UpdateDescription(updated_fields=changes),
+            document_key={"_id": "n1"},
+        )
+
+    def test_flow_change_moves_the_document(self):
+        """A changed flow id deletes the document from the old flow and inserts it into the new one."""
+        result = Pipeline(self.ROUTES).process_all(self.update({"_id": "n1", "flowId": "a", "x": 1}, {"flowId": "b"}))
+        assert not isinstance(result, Drop)
+        out, into = result
+        assert (out.flow_id, out.operation, out.full_document, out.patch) == ("a", "delete", None, None)
+        assert (into.flow_id, into.operation, into.patch) == ("b", "insert", None)
+        assert into.full_document == {"_id": "n1", "flowId": "b", "x": 1}
+
+    def test_becoming_private_is_a_delete_without_the_private_state(self):
+        """A document that turns private leaves its flow as a delete that carries nothing of it."""
+        result = Pipeline(self.ROUTES).process_all(
+            self.update({"_id": "n1", "flowId": "a", "secret": "s"}, {"visibility": "private"})
+        )
+        assert not isinstance(result, Drop)
+        (out,) = result
+        assert (out.flow_id, out.operation, out.full_document, out.full_document_before_change) == (
+            "a",
+            "delete",
+            None,
+            None,
+        )
+        assert out.update_description is None
+
+    def test_becoming_public_is_an_insert(self):
+        """A private document made public enters its flow as an insert of the filtered document."""
+        result = Pipeline(self.ROUTES).process_all(
+            self.update({"_id": "n1", "flowId": "a", "visibility": "private"}, {"visibility": "team"})
+        )
+        assert not isinstance(result, Drop)
+        (into,) = result
+        assert (into.flow_id, into.operation) == ("a", "insert")
+        assert into.full_document == {"_id": "n1", "flowId": "a", "visibility": "team"}
+
+    def test_private_stays_private(self):
+        """Updates of a document that was and stays private publish nothing."""
+        result = Pipeline(self.ROUTES).process_all(
+            self.update({"_id": "n1", "flowId": "a", "visibility": "private"}, {"x": 2})
+        )
+        assert isinstance(result, Drop) and result.reason == "private"
+
+    def test_ordinary_update_is_one_event(self):
+        """An update that stays in its flow is the usual single update with a patch."""
+        result = Pipeline(self.ROUTES).process_all(self.update({"_id": "n1", "flowId": "a", "x": 1}, {"x": 2}))
+        assert not isinstance(result, Drop)
+        (event,) = result
+        assert (event.operation, event.patch) == ("update", ({"op": "replace", "path": "/x", "value": 2},))

@@ -133,7 +133,7 @@ class TestDemo:
             str(port),
             env=environ,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,  # an unread pipe would fill up and block the demo
         )
         try:
             url = None
@@ -147,7 +147,7 @@ class TestDemo:
             seen: set[str] = set()
             async with EventStream(url) as stream:
                 async with asyncio.timeout(30):
-                    while seen != {"SYNC_CANVAS", "EXECUTION_UPDATE", "LOG_STREAM"}:
+                    while not {"SNAPSHOT", "SYNC_CANVAS", "EXECUTION_UPDATE", "LOG_STREAM"} <= seen:
                         event = await stream.next(30)
                         seen.add(event.event)
                 for data in stream.raw:

@@ -101,7 +101,7 @@ async def test_random_updates_replay_exactly_and_leak_nothing(service, database,
     """Any document and any sequence of updates: patches replay to the stored state; no denied path leaks."""
     flow_id = f"prop-{next(flow_numbers)}"
     document = {"_id": flow_id, "nodes": [], **{k: v for k, v in document.items() if k != "_id"}}
-    async with EventStream(service.events_url(flow_id)) as stream:
+    async with EventStream(service.events_url(flow_id, snapshot="false")) as stream:
         await database.flowboards.insert_one(document)
         for change in changes:
             try:

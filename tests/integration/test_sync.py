@@ -82,7 +82,7 @@ async def test_canvas_edits_reach_the_flow(service, database):
     """Every kind of write to flowboards arrives as SYNC_CANVAS, patches replay exactly, nothing denied leaks."""
     flow_id = "flow-a"
     boards = database.flowboards
-    async with EventStream(service.events_url(flow_id)) as stream:
+    async with EventStream(service.events_url(flow_id, snapshot="false")) as stream:
         local = Canvas()
 
         async def expect(operation: str) -> dict:
@@ -131,7 +131,7 @@ async def test_canvas_edits_reach_the_flow(service, database):
 async def test_writes_from_the_nodejs_driver(service, mongo_backend, database_name, node_writer):
     """Writes made by the Node.js driver reach the browser exactly like PyMongo's."""
     flow_id = "flow-node"
-    async with EventStream(service.events_url(flow_id)) as stream:
+    async with EventStream(service.events_url(flow_id, snapshot="false")) as stream:
         local = Canvas()
         await node_writer(
             mongo_backend.uri,
@@ -184,7 +184,7 @@ async def test_writes_from_the_nodejs_driver(service, mongo_backend, database_na
 async def test_every_default_collection_routes_to_its_flow(service, database):
     """nodes, edges, executions and logs carry their flowId to the right flow with the right type; deletes too."""
     flow_id = "flow-b"
-    async with EventStream(service.events_url(flow_id)) as stream:
+    async with EventStream(service.events_url(flow_id, snapshot="false")) as stream:
         node = await database.flow_nodes.insert_one({"flowId": flow_id, "id": "n1", "data": {"credentials": "sk-live"}})
         edge = await database.flow_edges.insert_one({"flowId": flow_id, "id": "e1", "source": "n1", "target": "n2"})
         run = await database.flow_executions.insert_one({"flowId": flow_id, "status": "running", "nodes": {}})
@@ -216,7 +216,10 @@ async def test_every_default_collection_routes_to_its_flow(service, database):
 
 async def test_other_flows_and_filtered_changes_send_nothing(service, database):
     """A client sees nothing of other flows, private documents, or updates that only touched denied fields."""
-    async with EventStream(service.events_url("flow-c")) as watched, EventStream(service.events_url("flow-d")) as other:
+    async with (
+        EventStream(service.events_url("flow-c", snapshot="false")) as watched,
+        EventStream(service.events_url("flow-d", snapshot="false")) as other,
+    ):
         await database.flowboards.insert_one(canvas("flow-c"))
         await database.flowboards.update_one({"_id": "flow-c"}, {"$set": {"secrets.token": "x", "_internalRev": 8}})
         await database.flowboards.insert_one(canvas("flow-private", visibility="private"))
@@ -234,7 +237,7 @@ async def test_other_flows_and_filtered_changes_send_nothing(service, database):
 
 async def test_types_query_selects_event_types(service, database):
     """?types=LOG_STREAM delivers only log chunks."""
-    async with EventStream(service.events_url("flow-e", types="LOG_STREAM")) as stream:
+    async with EventStream(service.events_url("flow-e", types="LOG_STREAM", snapshot="false")) as stream:
         await database.flowboards.insert_one(canvas("flow-e"))
         await database.flow_executions.insert_one({"flowId": "flow-e", "status": "running"})
         await database.flow_logs.insert_one({"flowId": "flow-e", "seq": 0, "chunk": "only me"})
@@ -244,7 +247,7 @@ async def test_types_query_selects_event_types(service, database):
 
 async def test_unroutable_documents_are_counted_and_do_not_stall(service, database):
     """Documents without a usable flow id are skipped, counted in /metrics, and later events still flow."""
-    async with EventStream(service.events_url("flow-f")) as stream:
+    async with EventStream(service.events_url("flow-f", snapshot="false")) as stream:
         await database.flow_logs.insert_many(
             [{"chunk": "no flow"}, {"flowId": {"nested": 1}, "chunk": "object"}, {"flowId": None}, {"flowId": True}]
         )
@@ -289,7 +292,10 @@ async def test_bad_requests_get_json_errors(service, path, status, error):
 
 async def test_stream_headers_and_retry_hint(service):
     """The stream is text/event-stream, uncached, and opens with a retry hint."""
-    async with httpx.AsyncClient(timeout=5) as client, client.stream("GET", service.events_url("flow-h")) as response:
+    async with (
+        httpx.AsyncClient(timeout=5) as client,
+        client.stream("GET", service.events_url("flow-h", snapshot="false")) as response,
+    ):
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-store"
         first = await anext(response.aiter_text())

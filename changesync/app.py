@@ -6,139 +6,34 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import time
 from collections.abc import AsyncIterator
-from typing import Any, TypedDict
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from filters import Pipeline
 
+from .auth import Authenticator, Authorizer, Principal, access_query
 from .broadcast import Broker, Delivery, Subscriber, make_compactor
 from .check import warn_about_images
 from .dispatch import Dispatcher, coalesced_delivery, collapsed_delivery
-from .events import position_frame
-from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .events import RESYNC, position_frame, resync_frame
+from .metrics import Metrics
 from .replay import ReplayBuffer
-from .settings import Settings, StreamSettings, load_settings
-from .source import ChangeSource, open_client
-from .stream import event_stream, shutdown_requested
-from .subscriptions import Join, Subscriptions, opening_frame
+from .settings import Settings, load_settings
+from .source import ChangeSource, flow_id_values, open_client
+from .stream import shutdown_requested
+from .subscriptions import Subscriptions
+from .web import HttpGuard, State, flow_events, healthz, http_error, metrics_endpoint, readyz
 
 logger = logging.getLogger(__name__)
 
-FLOW_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:~-]{1,256}")
-# Our ids are a few hundred characters; anything far longer is not one of ours.
-MAX_EVENT_ID_LENGTH = 4096
 # How often the housekeeping task looks for a shutdown request, in seconds.
 HOUSEKEEPING_INTERVAL_S = 0.2
-# Readiness also fails when the stream has not polled for this many await periods.
-STALL_FACTOR = 5
-MINIMUM_STALL_S = 5.0
-
-
-class State(TypedDict):
-    settings: Settings
-    broker: Broker
-    metrics: Metrics
-    source: ChangeSource
-    subscriptions: Subscriptions
-    event_types: frozenset[str]
-
-
-def error(status_code: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status_code)
-
-
-def _flag(value: str | None) -> bool | None:
-    if value is None:
-        return None
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise ValueError(value)
-
-
-async def flow_events(request: Request) -> Response:
-    state: State = request.scope["state"]
-    flow_id = request.path_params["flow_id"]
-    if not FLOW_ID_PATTERN.fullmatch(flow_id):
-        return error(400, "invalid flow id", expected="1-256 characters of A-Z a-z 0-9 _ . : ~ -")
-    types: frozenset[str] | None = None
-    if "types" in request.query_params:
-        types = frozenset(name.strip() for name in request.query_params["types"].split(",") if name.strip())
-        unknown = sorted(types - state["event_types"])
-        if unknown or not types:
-            return error(400, "unknown event type", unknown=unknown, known=sorted(state["event_types"]))
-    try:
-        snapshot = _flag(request.query_params.get("snapshot"))
-    except ValueError:
-        return error(400, "invalid snapshot flag", expected="true or false")
-    last_event_id = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
-    if last_event_id is not None and len(last_event_id) > MAX_EVENT_ID_LENGTH:
-        return error(400, "invalid last event id", expected=f"at most {MAX_EVENT_ID_LENGTH} characters")
-    if not state["source"].started:
-        return error(503, "change stream not open yet", retry_after_s=1)
-
-    broker, metrics, stream = state["broker"], state["metrics"], state["settings"].stream
-    subscriber, plan = state["subscriptions"].join(
-        Join(flow_id, types=types, last_event_id=last_event_id, snapshot=snapshot)
-    )
-    metrics.clients_connected.inc()
-
-    def closed(subscriber: Subscriber) -> None:
-        broker.unsubscribe(subscriber)
-        metrics.clients_connected.dec()
-
-    async def prologue() -> AsyncIterator[bytes]:
-        yield opening_frame(stream.retry_ms)
-        async for data in state["subscriptions"].prologue(subscriber, plan):
-            yield data
-
-    return event_stream(
-        subscriber, prologue(), send_timeout_s=stream.send_timeout_s, retry_ms=stream.retry_ms, on_close=closed
-    )
-
-
-async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    state: State = request.scope["state"]
-    source, settings = state["source"], state["settings"]
-    stall_s = max(MINIMUM_STALL_S, STALL_FACTOR * settings.stream.max_await_time_ms / 1000)
-    since_poll_s = time.monotonic() - source.state.last_poll_monotonic
-    checks = {
-        "changeStreamOpen": source.state.open,
-        "polling": source.state.open and since_poll_s < stall_s,
-        "lagUnderBound": source.state.lag_s < settings.stream.ready_max_lag_s,
-    }
-    body = {
-        "status": "ready" if all(checks.values()) else "not-ready",
-        "checks": checks,
-        "lagSeconds": source.state.lag_s,
-    }
-    if source.state.last_error:
-        body["lastError"] = source.state.last_error
-    return JSONResponse(body, status_code=200 if all(checks.values()) else 503)
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    state: State = request.scope["state"]
-    state["metrics"].stream_lag_seconds.set(state["source"].state.lag_s)
-    return Response(state["metrics"].render(), media_type=CONTENT_TYPE_LATEST)
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return error(exc.status_code, exc.detail)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -146,6 +41,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if settings is None:
         settings = load_settings(environ=os.environ)
     pipeline = Pipeline(settings.routes, stages=settings.load_stages())
+    authenticator = Authenticator(settings.auth)
+    if not authenticator.enabled:
+        logger.warning("authentication is off (auth.mode = none): anyone who can reach the port reads every flow")
     metrics = Metrics()
     stream = settings.stream
 
@@ -157,7 +55,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             compact=make_compactor(policies, coalesced=coalesced_delivery, collapsed=collapsed_delivery),
         )
         replay = ReplayBuffer(per_flow=stream.replay_per_flow, max_bytes=stream.replay_max_bytes)
-        dispatcher = Dispatcher(pipeline, broker, metrics, replay, retry_ms=stream.retry_ms)
+        dispatcher = Dispatcher(
+            pipeline, broker, metrics, replay, retry_ms=stream.retry_ms, max_event_bytes=settings.limits.max_event_bytes
+        )
         broker.on_overflow = dispatcher.on_overflow
         client = open_client(settings.mongodb_uri)
         source = ChangeSource(
@@ -166,6 +66,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             dispatcher,
             on_restart=lambda kind: metrics.stream_restarts.labels(kind=kind).inc(),
             max_await_time_ms=stream.max_await_time_ms,
+        )
+        authorizer = Authorizer(
+            lambda subject, flow_id: source.exists(
+                settings.auth.access_collection,
+                access_query(settings.auth.access_query, flow_id_values(flow_id), subject),
+            ),
+            ttl_s=settings.auth.cache_ttl_s,
         )
         subscriptions = Subscriptions(
             broker=broker,
@@ -181,7 +88,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             async with asyncio.TaskGroup() as tasks:
                 watcher = tasks.create_task(source.run(), name="changesync-watcher")
                 tasks.create_task(warn_about_images(client[settings.database], settings.routes))
-                keeper = tasks.create_task(housekeeping(broker, dispatcher, stream), name="changesync-housekeeping")
+                keeper = tasks.create_task(
+                    housekeeping(broker, dispatcher, authorizer, settings), name="changesync-housekeeping"
+                )
                 with contextlib.suppress(TimeoutError):
                     # Start serving once the stream is open, so that a client connecting right after
                     # start-up misses nothing; an unreachable database only delays readiness.
@@ -192,6 +101,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     metrics=metrics,
                     source=source,
                     subscriptions=subscriptions,
+                    authenticator=authenticator,
+                    authorizer=authorizer,
                     event_types=frozenset(route.event_type for route in settings.routes),
                 )
                 broker.close_all("shutdown")
@@ -200,21 +111,36 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await client.close()
 
+    middleware = [Middleware(HttpGuard)]
+    if settings.cors.allow_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors.allow_origins),
+                allow_credentials=settings.cors.allow_credentials,
+                allow_methods=["GET"],
+                allow_headers=["Authorization", "Last-Event-ID"],
+                max_age=600,
+            )
+        )
     return Starlette(
         routes=[
-            Route("/flows/{flow_id:path}/events", flow_events),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics_endpoint),
+            Route("/flows/{flow_id:path}/events", flow_events, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
+        middleware=middleware,
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
 
 
-async def housekeeping(broker: Broker, dispatcher: Dispatcher, stream: StreamSettings) -> None:
-    """Heartbeats for idle clients (one timer for all of them) and the farewell on shutdown."""
+async def housekeeping(broker: Broker, dispatcher: Dispatcher, authorizer: Authorizer, settings: Settings) -> None:
+    """One task for all clients: heartbeats, expired tokens, revoked access, and the farewell on shutdown."""
+    stream = settings.stream
     next_heartbeat = time.monotonic() + stream.heartbeat_interval_s
+    next_access_check = time.monotonic() + settings.auth.cache_ttl_s
     while True:
         await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
         if shutdown_requested():
@@ -228,3 +154,34 @@ async def housekeeping(broker: Broker, dispatcher: Dispatcher, stream: StreamSet
         if now >= next_heartbeat:
             next_heartbeat = now + stream.heartbeat_interval_s
             broker.tick(Delivery("", position_frame(dispatcher.position), dispatcher.position))
+        close_expired(broker, dispatcher)
+        if now >= next_access_check:
+            next_access_check = now + settings.auth.cache_ttl_s
+            await close_revoked(broker, dispatcher, authorizer)
+
+
+def close_expired(broker: Broker, dispatcher: Dispatcher) -> None:
+    """End streams whose token expired; the client reconnects with a fresh one and resumes."""
+    now = time.time()
+    for subscriber in broker.subscribers():
+        if subscriber.expires_at is not None and subscriber.expires_at < now and subscriber.closed_reason is None:
+            frame = resync_frame(subscriber.flow_id, "token-expired", retry_ms=dispatcher.retry_ms)
+            subscriber.close("token-expired", Delivery(RESYNC, frame))
+
+
+async def close_revoked(broker: Broker, dispatcher: Dispatcher, authorizer: Authorizer) -> None:
+    """Ask again, for every subject and flow with open streams, and end those no longer allowed."""
+    pairs: dict[tuple[str, str], list[Subscriber]] = {}
+    for subscriber in broker.subscribers():
+        if not subscriber.unrestricted and subscriber.closed_reason is None:
+            pairs.setdefault((subscriber.subject, subscriber.flow_id), []).append(subscriber)
+    for (subject, flow_id), subscribers in pairs.items():
+        try:
+            allowed = await authorizer.allowed(Principal(subject), flow_id, fresh=True)
+        except Exception:
+            logger.warning("could not re-check access of a subject to flow %s; keeping its streams", flow_id)
+            continue
+        if not allowed:
+            frame = Delivery(RESYNC, resync_frame(flow_id, "access-revoked"))
+            for subscriber in subscribers:
+                subscriber.close("access-revoked", frame)

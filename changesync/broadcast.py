@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -50,12 +50,15 @@ class Subscriber:
         "_deliveries",
         "_wakeup",
         "closed_reason",
+        "expires_at",
         "flow_id",
         "held",
         "max_queue",
         "overflowed",
         "sent_since_tick",
+        "subject",
         "types",
+        "unrestricted",
     )
 
     def __init__(
@@ -74,6 +77,11 @@ class Subscriber:
         self.closed_reason: str | None = None
         self.held = held
         self.sent_since_tick = False
+        self.subject = ""
+        """Who subscribed; ``unrestricted`` subscribers (services) skip access re-checks."""
+        self.unrestricted = True
+        self.expires_at: float | None = None
+        """When the subscriber's credentials expire (epoch seconds), if they do."""
         self._compact = compact
         self._deliveries: deque[Delivery] = deque()
         self._wakeup = asyncio.Event()
@@ -123,6 +131,10 @@ class Subscriber:
         self.held = False
         self._wakeup.set()
 
+    def discard(self, unwanted: Callable[[Delivery], bool]) -> None:
+        """Remove queued deliveries for which ``unwanted`` is true, keeping the order of the rest."""
+        self._deliveries = deque(delivery for delivery in self._deliveries if not unwanted(delivery))
+
     def take(self) -> list[Delivery]:
         """Remove and return everything queued (used while held, e.g. to fold into a snapshot)."""
         taken = list(self._deliveries)
@@ -131,7 +143,7 @@ class Subscriber:
 
     async def wait(self) -> None:
         """Wait until there is something to send or the subscription has ended."""
-        if not self._deliveries and not self.overflowed and self.closed_reason is None:
+        if (self.held or not self._deliveries) and not self.overflowed and self.closed_reason is None:
             await self._wakeup.wait()
         self._wakeup.clear()
 
@@ -163,6 +175,8 @@ class Broker:
         self.max_queue = max_queue
         self.on_overflow = on_overflow
         self._flows: dict[str, set[Subscriber]] = {}
+        self._per_subject: dict[str, int] = {}
+        self._total = 0
         self._compact = compact
 
     def subscribe(
@@ -171,23 +185,33 @@ class Broker:
         types: frozenset[str] | None = None,
         *,
         held: bool = False,
-        backlog: Iterable[Delivery] = (),
+        subject: str = "",
     ) -> Subscriber:
-        """A new subscriber; ``backlog`` is queued first (replayed events), ``held`` defers delivery."""
+        """A new subscriber; ``held`` queues deliveries without waking it until ``release()``."""
         subscriber = Subscriber(flow_id, types, self.max_queue, compact=self._compact, held=held)
-        for delivery in backlog:
-            if subscriber.wants(delivery.event_type):
-                subscriber.offer(delivery)
+        subscriber.subject = subject
         self._flows.setdefault(flow_id, set()).add(subscriber)
+        self._per_subject[subject] = self._per_subject.get(subject, 0) + 1
+        self._total += 1
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         subscribers = self._flows.get(subscriber.flow_id)
-        if subscribers is None:
+        if subscribers is None or subscriber not in subscribers:
             return
         subscribers.discard(subscriber)
         if not subscribers:
             del self._flows[subscriber.flow_id]
+        self._total -= 1
+        remaining = self._per_subject.get(subscriber.subject, 1) - 1
+        if remaining:
+            self._per_subject[subscriber.subject] = remaining
+        else:
+            self._per_subject.pop(subscriber.subject, None)
+
+    def count_for(self, subject: str) -> int:
+        """Open subscriptions of one subject."""
+        return self._per_subject.get(subject, 0)
 
     def has_subscribers(self, flow_id: str) -> bool:
         return flow_id in self._flows
@@ -235,9 +259,12 @@ class Broker:
     def flows(self) -> Iterator[str]:
         return iter(list(self._flows))
 
+    def subscribers(self) -> Iterator[Subscriber]:
+        return iter([subscriber for subscribers in self._flows.values() for subscriber in subscribers])
+
     @property
     def subscriber_count(self) -> int:
-        return sum(len(subscribers) for subscribers in self._flows.values())
+        return self._total
 
 
 def make_compactor(

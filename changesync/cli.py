@@ -72,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _check(settings, fix=args.fix)
         return _preview(settings, args.events)
+    except ConfigError as exc:
+        # Settings that only the service validates (keys, auth) surface when it is built.
+        print(f"changesync: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
 
@@ -81,15 +85,10 @@ def _serve(settings: Settings) -> int:
 
     from .app import create_app
     from .logs import configure_logging
+    from .server import uvicorn_config
 
     configure_logging(settings.log)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=5,
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
     return EXIT_OK
 
 

@@ -14,21 +14,27 @@ import datetime
 import itertools
 import logging
 import random
+import secrets
 import sys
+import time
 from typing import Any
 
+import jwt
 import uvicorn
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .app import create_app
 from .check import run_check
 from .embedded import EmbeddedServer
+from .server import uvicorn_config
 from .settings import Settings
 from .source import open_client
 
 logger = logging.getLogger(__name__)
 
 DEMO_FLOW_ID = "demo-flow"
+DEMO_SUBJECT = "demo-user"
+DEMO_TOKEN_LIFETIME_S = 3600
 STEP_INTERVAL_S = 0.7
 
 
@@ -48,7 +54,7 @@ async def seed(database: AsyncDatabase[dict[str, Any]], flow_id: str = DEMO_FLOW
         {
             "_id": flow_id,
             "name": "Demo flow",
-            "ownerId": "demo-user",
+            "ownerId": DEMO_SUBJECT,
             "members": [],
             "nodes": [_node(i) for i in range(3)],
             "edges": [{"id": "e0", "source": "n0", "target": "n1"}, {"id": "e1", "source": "n1", "target": "n2"}],
@@ -107,19 +113,38 @@ async def write_forever(database: AsyncDatabase[dict[str, Any]], flow_id: str = 
         await asyncio.sleep(STEP_INTERVAL_S)
 
 
-def banner(settings: Settings, flow_id: str = DEMO_FLOW_ID) -> str:
+def with_demo_auth(settings: Settings) -> tuple[Settings, str | None]:
+    """Auth stays on in the demo: a fresh secret, and a short-lived token for the demo user."""
+    if settings.auth.mode == "none":
+        return settings, None
+    secret = settings.auth.jwt_secret or secrets.token_urlsafe(32)
+    auth = dataclasses.replace(settings.auth, jwt_secret=secret, jwt_public_key_file="", jwks_file="")
+    now = int(time.time())
+    claims = {"sub": DEMO_SUBJECT, "iat": now, "exp": now + DEMO_TOKEN_LIFETIME_S}
+    if auth.issuer:
+        claims["iss"] = auth.issuer
+    if auth.audience:
+        claims["aud"] = auth.audience
+    return dataclasses.replace(settings, auth=auth), jwt.encode(claims, secret, algorithm="HS256")
+
+
+def banner(settings: Settings, token: str | None, flow_id: str = DEMO_FLOW_ID) -> str:
     url = f"http://{settings.host}:{settings.port}/flows/{flow_id}/events"
-    return "\n".join(
-        [
-            "",
-            "changesync demo is running.",
-            f"  MongoDB (embedded):  {settings.redacted_uri}  database {settings.database!r}",
-            f"  events of the demo flow:  {url}",
-            f"  watch them:  curl -N {url}",
-            "  Press Ctrl+C to stop.",
-            "",
+    lines = [
+        "",
+        "changesync demo is running.",
+        f"  MongoDB (embedded):  {settings.redacted_uri}  database {settings.database!r}",
+    ]
+    if token is None:
+        lines += [f"  events of the demo flow:  {url}", f"  watch them:  curl -N {url}"]
+    else:
+        lines += [
+            f"  a token for {DEMO_SUBJECT!r}, valid {DEMO_TOKEN_LIFETIME_S // 60} minutes:",
+            f"    {token}",
+            f"  in a browser (EventSource):  {url}?access_token={token}",
+            f"  watch them:  curl -N -H 'Authorization: Bearer {token}' {url}",
         ]
-    )
+    return "\n".join([*lines, "  Press Ctrl+C to stop.", ""])
 
 
 async def run_demo(settings: Settings, *, use_embedded: bool) -> int:
@@ -129,20 +154,19 @@ async def run_demo(settings: Settings, *, use_embedded: bool) -> int:
         if embedded is not None:
             await asyncio.to_thread(embedded.start)
             settings = dataclasses.replace(settings, mongodb_uri=embedded.uri)
+        settings, token = with_demo_auth(settings)
         report = await run_check(settings, fix=True)
         if report.failed:
             print(report.render())
             return 1
-        config = uvicorn.Config(
-            create_app(settings), host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=5
-        )
-        return await _serve_with_writer(uvicorn.Server(config), settings)
+        config = uvicorn_config(create_app(settings), settings)
+        return await _serve_with_writer(uvicorn.Server(config), settings, token)
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
 
 
-async def _serve_with_writer(web: uvicorn.Server, settings: Settings) -> int:
+async def _serve_with_writer(web: uvicorn.Server, settings: Settings, token: str | None) -> int:
     client = open_client(settings.mongodb_uri)
     writer: asyncio.Task[None] | None = None
     try:
@@ -152,7 +176,7 @@ async def _serve_with_writer(web: uvicorn.Server, settings: Settings) -> int:
         if not web.started:
             print(f"changesync demo: could not listen on {settings.host}:{settings.port}", file=sys.stderr)
             return 1
-        print(banner(settings), flush=True)
+        print(banner(settings, token), flush=True)
         writer = asyncio.create_task(write_forever(client[settings.database]))
         await serving
         return 0

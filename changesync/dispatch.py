@@ -21,7 +21,15 @@ from filters import ChangeEvent, Drop, Pipeline
 
 from .broadcast import Broker, Delivery, Subscriber
 from .codec import encode_token, to_change_event
-from .events import RESYNC, change_payload, coalesced_payload, collapsed_payload, frame, resync_frame
+from .events import (
+    RESYNC,
+    change_payload,
+    coalesced_payload,
+    collapsed_payload,
+    frame,
+    oversize_payload,
+    resync_frame,
+)
 from .logs import RateLimitedLog
 from .metrics import Metrics
 from .replay import ReplayBuffer
@@ -86,12 +94,14 @@ class Dispatcher:
         replay: ReplayBuffer,
         *,
         retry_ms: int,
+        max_event_bytes: int = 1024 * 1024,
     ) -> None:
         self.pipeline = pipeline
         self.broker = broker
         self.metrics = metrics
         self.replay = replay
         self.retry_ms = retry_ms
+        self.max_event_bytes = max_event_bytes
         self.clock = Clock()
         self.position = ""
         """The encoded position after the latest change or empty poll: safe for an idle client."""
@@ -116,7 +126,8 @@ class Dispatcher:
         try:
             if operation in DATA_OPERATIONS:
                 for flow_id, delivery in self.render(change, position):
-                    self.replay.record(flow_id, delivery)
+                    # The buffer keeps the frame only: its budget counts bytes, and documents are larger.
+                    self.replay.record(flow_id, Delivery(delivery.event_type, delivery.frame, position))
                     delivered = self.broker.publish(flow_id, delivery)
                     if delivered:
                         self.metrics.events_out.labels(type=delivery.event_type).inc(delivered)
@@ -209,6 +220,10 @@ class Dispatcher:
             assert event.flow_id is not None and event.event_type is not None
             try:
                 data = encode_frame(event, position)
+                if len(data) > self.max_event_bytes:
+                    if live:
+                        self.metrics.events_skipped.labels(reason="too-large").inc()
+                    data = frame(event.event_type, oversize_payload(event, len(data)), event_id=position)
             except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
                 self.metrics.events_skipped.labels(reason="unserialisable").inc()
                 self._rare.warning(

@@ -14,7 +14,7 @@ RESYNC = "RESYNC"
 SNAPSHOT = "SNAPSHOT"
 """The flow's current filtered state, consistent with the events that follow it."""
 # A client cut off for falling behind reconnects with Last-Event-ID and catches up: nothing lost.
-RESUMABLE_REASONS = frozenset({"slow-consumer", "shutdown"})
+RESUMABLE_REASONS = frozenset({"slow-consumer", "shutdown", "token-expired"})
 
 
 def change_payload(event: ChangeEvent) -> dict[str, Any]:
@@ -47,6 +47,13 @@ def collapsed_payload(event: ChangeEvent, skipped: int) -> dict[str, Any]:
     """Stands for ``skipped`` log chunks that a slow client did not receive."""
     payload = change_payload(event)
     payload.update(operation="skipped", documentId=None, document=None, patch=None, skipped=skipped)
+    return payload
+
+
+def oversize_payload(event: ChangeEvent, size: int) -> dict[str, Any]:
+    """Stands for an event too large to send: the client refetches the document."""
+    payload = change_payload(event)
+    payload.update(document=None, patch=None, tooLarge=True, size=size)
     return payload
 
 

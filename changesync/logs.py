@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 import logging.config
+import re
 import sys
 import time
 from typing import Any
@@ -15,6 +16,25 @@ from .settings import LogSettings
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is worth emitting.
 STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+
+
+# A token in a URL (the access_token query parameter) or an Authorization header value.
+SECRET_PATTERN = re.compile(r"(access_token=|[Bb]earer\s+)[^&\s\"']+")
+
+
+def redact(text: str) -> str:
+    return SECRET_PATTERN.sub(r"\1***", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Never let a token reach a log line, whoever logs it (uvicorn logs request lines with queries)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
 
 
 class JSONFormatter(logging.Formatter):
@@ -43,11 +63,13 @@ def configure_logging(settings: LogSettings) -> None:
                 "json": {"()": JSONFormatter},
                 "text": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
             },
+            "filters": {"redact": {"()": RedactSecrets}},
             "handlers": {
                 "stderr": {
                     "class": "logging.StreamHandler",
                     "stream": "ext://sys.stderr",
                     "formatter": "json" if use_json else "text",
+                    "filters": ["redact"],
                 }
             },
             "loggers": {

@@ -9,6 +9,7 @@ Settings are read once, validated into frozen objects, and passed down explicitl
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import tomllib
 import urllib.parse
@@ -32,6 +33,10 @@ EVENT_TYPE_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 DATABASE_NAME_PATTERN = re.compile(r'[^/\\. "$*<>:|?\x00]{1,63}')
 COLLECTION_NAME_PATTERN = re.compile(r"[^$\x00]{1,255}")
 STAGE_PATH_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+ORIGIN_PATTERN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?")
+# HS256 keys shorter than the hash output are weak (RFC 7518 section 3.2 asks for at least 256 bits).
+MIN_SECRET_LENGTH = 32
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["auto", "json", "text"]
@@ -73,6 +78,50 @@ class RouteOptions:
     overflow: OverflowPolicy = "keep"
 
 
+AuthMode = Literal["jwt", "none"]
+
+DEFAULT_ACCESS_QUERY = '{"_id": "{flowId}", "$or": [{"ownerId": "{sub}"}, {"members": "{sub}"}]}'
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Who may subscribe. ``mode = "jwt"`` (the default) needs one of the three key sources.
+
+    ``access_query`` is a JSON MongoDB query on ``access_collection``: a subject may read a flow
+    when a document matches. ``"{flowId}"`` and ``"{sub}"`` stand for the flow and the subject.
+    """
+
+    mode: AuthMode = "jwt"
+    jwt_secret: str = field(default="", repr=False)
+    jwt_public_key_file: str = ""
+    jwks_file: str = ""
+    issuer: str = ""
+    audience: str = ""
+    header: bool = True
+    cookie: bool = True
+    query: bool = True
+    cookie_name: str = "changesync_token"
+    roles_claim: str = "roles"
+    service_role: str = "changesync-service"
+    access_collection: str = "flowboards"
+    access_query: str = DEFAULT_ACCESS_QUERY
+    cache_ttl_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    max_connections: int = 10_000
+    max_connections_per_subject: int = 50
+    max_event_bytes: int = 1024 * 1024
+    request_head_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class CorsSettings:
+    allow_origins: tuple[str, ...] = ()
+    allow_credentials: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class LogSettings:
     level: LogLevel = "INFO"
@@ -87,6 +136,9 @@ class Settings:
     port: int = 8000
     stream: StreamSettings = field(default_factory=StreamSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    cors: CorsSettings = field(default_factory=CorsSettings)
     routes: tuple[Route, ...] = ()
     route_options: Mapping[str, RouteOptions] = field(default_factory=dict)
     """Collection name → the route's service options."""
@@ -169,6 +221,35 @@ def _seconds(minimum_exclusive: float) -> Parser:
     return parse
 
 
+def _secret(key: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+        shown = "<empty>" if not value else "<hidden>"
+        raise ConfigError(key, shown, f"a secret of at least {MIN_SECRET_LENGTH} characters")
+    return value
+
+
+def _json_object(key: str, value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, dict) else value
+    try:
+        parsed = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not parsed:
+        raise ConfigError(key, value, "a MongoDB query as a JSON object (or a TOML table)")
+    return str(text)
+
+
+def _origins(key: str, value: Any) -> tuple[str, ...]:
+    items = [item.strip() for item in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(key, value, "a list of origins such as https://app.example.com")
+    origins = tuple(item.rstrip("/") for item in items if item)
+    for origin in origins:
+        if origin != "*" and not ORIGIN_PATTERN.fullmatch(origin):
+            raise ConfigError(key, origin, "an origin: scheme://host[:port], no path")
+    return origins
+
+
 def _choice(*choices: str, upper: bool = False) -> Parser:
     def parse(key: str, value: Any) -> str:
         if isinstance(value, str):
@@ -198,8 +279,29 @@ SCALARS: dict[str, Parser] = {
     "stream.replay_max_bytes": _integer(0, 2**40),
     "log.level": _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True),
     "log.format": _choice("auto", "json", "text"),
+    "auth.mode": _choice("jwt", "none"),
+    "auth.jwt_secret": _secret,
+    "auth.jwt_public_key_file": _text,
+    "auth.jwks_file": _text,
+    "auth.issuer": _text,
+    "auth.audience": _text,
+    "auth.header": lambda key, value: _boolean(key, value),
+    "auth.cookie": lambda key, value: _boolean(key, value),
+    "auth.query": lambda key, value: _boolean(key, value),
+    "auth.cookie_name": _text,
+    "auth.roles_claim": _text,
+    "auth.service_role": _text,
+    "auth.access_collection": _text,
+    "auth.access_query": _json_object,
+    "auth.cache_ttl_s": _seconds(0),
+    "limits.max_connections": _integer(1, 10_000_000),
+    "limits.max_connections_per_subject": _integer(1, 10_000_000),
+    "limits.max_event_bytes": _integer(1024, 64 * 1024 * 1024),
+    "limits.request_head_timeout_s": _seconds(0),
+    "cors.allow_origins": lambda key, value: _origins(key, value),
+    "cors.allow_credentials": lambda key, value: _boolean(key, value),
 }
-SECTIONS = {"stream", "log", "filters", "routes"}
+SECTIONS = {"stream", "log", "auth", "limits", "cors", "filters", "routes"}
 
 
 def env_name(key: str) -> str:
@@ -383,17 +485,23 @@ def load_settings(
 
     values = {key: SCALARS[key](label, value) for key, (label, value) in raw.items()}
     top = {key: value for key, value in values.items() if "." not in key}
-    sections: dict[str, dict[str, Any]] = {"stream": {}, "log": {}}
+    sections: dict[str, dict[str, Any]] = {"stream": {}, "log": {}, "auth": {}, "limits": {}, "cors": {}}
     for key, value in values.items():
         if "." in key:
             section, name = key.split(".", 1)
             sections[section][name] = value
 
     routes, route_options, stages = _load_routes(document)
+    cors = CorsSettings(**sections["cors"])
+    if "*" in cors.allow_origins and cors.allow_credentials:
+        raise ConfigError("cors.allow_origins", "*", "explicit origins when cors.allow_credentials is true")
     return Settings(
         **top,
         stream=StreamSettings(**sections["stream"]),
         log=LogSettings(**sections["log"]),
+        auth=AuthSettings(**sections["auth"]),
+        limits=LimitSettings(**sections["limits"]),
+        cors=cors,
         routes=routes,
         route_options=route_options,
         stages=stages,

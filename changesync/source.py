@@ -39,6 +39,9 @@ POSITION_LOST_CODES = {
     286,  # ChangeStreamHistoryLost: the resume point is no longer in the oplog
 }
 
+# Changes dispatched back to back (from one batch) before the loop lets other tasks run.
+YIELD_EVERY = 64
+
 Change = Mapping[str, Any]
 Client = AsyncMongoClient[dict[str, Any]]
 
@@ -235,6 +238,7 @@ class ChangeSource:
             self.listener.on_start(start_time, stream.resume_token)
             self._started.set()
             logger.info("change stream open on %s", self.database.name)
+            dispatched_in_a_row = 0
             while stream.alive:
                 self.state.polls_started += 1
                 poll_number = self.state.polls_started
@@ -242,6 +246,7 @@ class ChangeSource:
                 self.state.last_poll_monotonic = time.monotonic()
                 backoff.reset()
                 if change is None:
+                    dispatched_in_a_row = 0
                     self.state.lag_s = 0.0
                     self.resume_token = stream.resume_token
                     self.listener.on_idle(self.resume_token, poll_number)
@@ -251,6 +256,11 @@ class ChangeSource:
                     self._start_after = change["_id"]
                 self.listener.on_change(change)
                 self.resume_token = stream.resume_token
+                dispatched_in_a_row += 1
+                if dispatched_in_a_row >= YIELD_EVERY:
+                    # A large batch is handed over without I/O; let subscribers drain meanwhile.
+                    dispatched_in_a_row = 0
+                    await asyncio.sleep(0)
         if self._start_after is not None:
             logger.warning("change stream invalidated; reopening after the invalidate event")
 
@@ -287,6 +297,11 @@ class ChangeSource:
             documents = await cursor.to_list()
             operation_time = session.operation_time
         return documents, None if operation_time is None else (operation_time.time, operation_time.inc)
+
+    async def exists(self, collection: str, query: Mapping[str, Any]) -> bool:
+        """Whether a document matches ``query`` (authorization lookups)."""
+        found = await self.database[collection].find_one(query, projection={"_id": 1})
+        return found is not None
 
 
 def flow_id_values(flow_id: str) -> list[Any]:

@@ -7,8 +7,8 @@ Every join subscribes first, synchronously, before the response starts, so nothi
 from then on can be missed. While the join's own work runs (reading a snapshot, catching up from
 MongoDB's history), the subscriber is *held*: live deliveries queue up, and are released after it.
 
-- **Replay**: the last event id is still in the flow's replay buffer; what follows it is queued
-  ahead of the live deliveries in the same synchronous step.
+- **Replay**: the last event id is still in the flow's replay buffer; what follows it is taken in
+  the same synchronous step as the subscription and sent ahead of the live deliveries.
 - **Catch-up**: otherwise a temporary change stream starts after that position, narrowed to the
   flow. It delivers what the live stream dispatched before the client joined (the ``Clock`` read
   at subscribe time decides) and stops at the first change the live stream dispatched after. That
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,7 @@ class Plan:
     """What the response will do before it goes live."""
 
     resync_reason: str | None = None
+    backlog: list[Delivery] | None = None
     catch_up_from: dict[str, Any] | None = None
     clock: Clock | None = None
     snapshot: bool = False
@@ -93,7 +94,7 @@ class Subscriptions:
         self.route_options = route_options
         self.settings = settings
 
-    def join(self, request: Join) -> tuple[Subscriber, Plan]:
+    def join(self, request: Join, *, subject: str = "") -> tuple[Subscriber, Plan]:
         """Subscribe now (synchronously: the subscription is live when this returns) and plan the rest."""
         default_snapshot = self.settings.snapshot_on_connect if request.snapshot is None else request.snapshot
         plan = Plan()
@@ -104,19 +105,24 @@ class Subscriptions:
                 plan.resync_reason = "invalid-id"
                 plan.snapshot = default_snapshot
             else:
-                backlog = self.dispatcher.replay.after(request.flow_id, request.last_event_id)
-                if backlog is not None:
-                    return self.broker.subscribe(request.flow_id, request.types, backlog=backlog), plan
+                plan.backlog = self.dispatcher.replay.after(request.flow_id, request.last_event_id)
+                if plan.backlog is not None:
+                    # Sent from the prologue, not queued: a backlog may be longer than a live queue.
+                    return self.broker.subscribe(request.flow_id, request.types, held=True, subject=subject), plan
                 plan.catch_up_from = token
                 plan.clock = self.dispatcher.clock.copy()
                 plan.snapshot = bool(request.snapshot)
         else:
             plan.snapshot = default_snapshot
         held = plan.catch_up_from is not None or plan.snapshot
-        return self.broker.subscribe(request.flow_id, request.types, held=held), plan
+        return self.broker.subscribe(request.flow_id, request.types, held=held, subject=subject), plan
 
     async def prologue(self, subscriber: Subscriber, plan: Plan) -> AsyncIterator[bytes]:
         """The frames sent before the subscriber goes live; releases it at the end."""
+        if plan.backlog:
+            for delivery in plan.backlog:
+                if subscriber.wants(delivery.event_type):
+                    yield delivery.frame
         if plan.catch_up_from is not None and plan.clock is not None:
             try:
                 async for data in self._catch_up(subscriber, plan.catch_up_from, plan.clock):
@@ -167,13 +173,7 @@ class Subscriptions:
             logger.warning("catch-up for flow %s failed (%s)", subscriber.flow_id, type(exc).__name__)
             raise ResumeFailedError("catch-up-failed") from None
         if sent:
-            self._drop_queued(subscriber, lambda delivery: delivery.position in sent)
-
-    @staticmethod
-    def _drop_queued(subscriber: Subscriber, duplicate: Callable[[Delivery], bool]) -> None:
-        for delivery in subscriber.take():
-            if not duplicate(delivery):
-                subscriber.offer(delivery)
+            subscriber.discard(lambda delivery: delivery.event is not None and delivery.position in sent)
 
     # --- snapshots ----------------------------------------------------------------------------
 
@@ -207,10 +207,18 @@ class Subscriptions:
             event = delivery.event
             if event is None or event.collection not in documents:
                 earlier.append(delivery.frame)
-            elif event.operation == "delete":
-                documents[event.collection].pop(_key(event.document_id), None)
-            elif event.full_document is not None:
-                documents[event.collection][_key(event.document_id)] = event.full_document
+                continue
+            folded = documents[event.collection]
+            key = _key(event.document_id)
+            if event.operation == "delete":
+                folded.pop(key, None)
+            elif event.full_document is None:
+                continue
+            elif self.route_options.get(event.collection, RouteOptions()).snapshot != "latest" or key in folded:
+                folded[key] = event.full_document
+            elif event.operation == "insert":
+                folded.clear()  # a newer document is now the latest
+                folded[key] = event.full_document
         for collection, entry in collections.items():
             entry["documents"] = list(documents[collection].values())
         payload = {"type": SNAPSHOT, "flowId": flow_id, "collections": collections}

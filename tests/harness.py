@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,7 @@ from httpx_sse import aconnect_sse
 
 from changesync.app import create_app
 from changesync.check import run_check
+from changesync.server import uvicorn_config
 from changesync.settings import Settings, load_settings
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -32,12 +35,16 @@ def free_port() -> int:
 
 
 def service_settings(uri: str, database: str, **overrides: Any) -> Settings:
-    """Default routes and rules, pointed at the test database, with fast timings."""
+    """Default routes and rules, pointed at the test database, with fast timings and auth off
+    (``auth={"mode": "jwt", ...}`` turns it on)."""
     settings = load_settings(environ={})
-    stream = dataclasses.replace(settings.stream, max_await_time_ms=200, **overrides.pop("stream", {}))
-    return dataclasses.replace(
-        settings, mongodb_uri=uri, database=database, port=free_port(), stream=stream, **overrides
-    )
+    sections = {
+        "stream": dataclasses.replace(settings.stream, max_await_time_ms=200, **overrides.pop("stream", {})),
+        "auth": dataclasses.replace(settings.auth, **{"mode": "none", **overrides.pop("auth", {})}),
+        "limits": dataclasses.replace(settings.limits, **overrides.pop("limits", {})),
+        "cors": dataclasses.replace(settings.cors, **overrides.pop("cors", {})),
+    }
+    return dataclasses.replace(settings, mongodb_uri=uri, database=database, port=free_port(), **sections, **overrides)
 
 
 @dataclass
@@ -60,14 +67,8 @@ async def run_service(settings: Settings, *, enable_images: bool = True) -> Asyn
     if enable_images:
         report = await run_check(settings, fix=True)
         assert not report.failed, report.render()
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=settings.port,
-        log_config=None,
-        lifespan="on",
-        timeout_graceful_shutdown=1,
-    )
+    config = uvicorn_config(create_app(settings), settings)
+    config.timeout_graceful_shutdown = 1
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(DEFAULT_TIMEOUT_S):
@@ -98,7 +99,11 @@ class EventStream:
         self.url = url
         self.headers = dict(headers or {})
         self.raw: list[str] = []
+        self.last_id: str | None = None
+        """The last event id seen, as a browser's EventSource keeps it (id-only messages included)."""
+        self.comments_seen = 0
         self.status_code: int | None = None
+        self.error_body: dict[str, Any] | None = None
         self._queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(DEFAULT_TIMEOUT_S, read=None))
         self._task: asyncio.Task[None] | None = None
@@ -121,10 +126,14 @@ class EventStream:
         try:
             async with aconnect_sse(self._client, "GET", self.url, headers=self.headers) as source:
                 self.status_code = source.response.status_code
-                self._opened.set()
                 if self.status_code != 200:
+                    self.error_body = json.loads(await source.response.aread())
+                    self._opened.set()
                     return
+                self._opened.set()
                 async for message in source.aiter_sse():
+                    if message.id:
+                        self.last_id = message.id
                     if not message.data:
                         # A block without data (the retry hint, an id-only heartbeat) dispatches no
                         # event in a browser's EventSource.
@@ -156,3 +165,66 @@ class EventStream:
                 events.append(await self.next(timeout_s))
             except EOFError:
                 return events
+
+
+@dataclass
+class ServiceProcess:
+    """``python -m changesync serve`` as a separate process, for signal and crash tests."""
+
+    uri: str
+    database: str
+    port: int = dataclasses.field(default_factory=free_port)
+    environ: dict[str, str] = dataclasses.field(default_factory=dict)
+    process: asyncio.subprocess.Process | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def events_url(self, flow_id: str, **query: str) -> str:
+        suffix = "&".join(f"{key}={value}" for key, value in query.items())
+        return f"{self.base_url}/flows/{flow_id}/events" + (f"?{suffix}" if suffix else "")
+
+    async def start(self) -> None:
+        environ = {key: value for key, value in os.environ.items() if not key.startswith("CHANGESYNC_")}
+        environ.update(
+            CHANGESYNC_MONGODB_URI=self.uri,
+            CHANGESYNC_DATABASE=self.database,
+            CHANGESYNC_PORT=str(self.port),
+            CHANGESYNC_LOG_FORMAT="json",
+            CHANGESYNC_AUTH_MODE="none",
+        )
+        environ.update(self.environ)
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "changesync",
+            "serve",
+            env=environ,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        async with httpx.AsyncClient() as client, asyncio.timeout(DEFAULT_TIMEOUT_S * 2):
+            while True:
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"changesync serve exited with {self.process.returncode}")
+                try:
+                    if (await client.get(f"{self.base_url}/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+
+    def signal(self, number: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(number)
+
+    async def wait(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+        assert self.process is not None
+        async with asyncio.timeout(timeout_s):
+            return await self.process.wait()
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()

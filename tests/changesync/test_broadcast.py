@@ -57,12 +57,17 @@ class TestBroker:
         broker.announce(lambda flow_id: delivery(f"resync {flow_id}".encode(), "RESYNC"))
         assert logs.drain() == b"resync a"
 
-    def test_backlog_is_queued_first_and_held_waits(self):
-        """A replayed backlog comes before live deliveries; a held subscriber queues without waking."""
+    async def test_held_subscriber_queues_without_waking(self):
+        """A held subscriber queues deliveries but is only woken by release()."""
         broker = Broker(max_queue=10)
-        subscriber = broker.subscribe("a", held=True, backlog=[delivery(b"1"), delivery(b"2")])
-        broker.publish("a", delivery(b"3"))
-        assert subscriber.held and subscriber.drain() == b"123"
+        subscriber = broker.subscribe("a", held=True)
+        waiter = asyncio.create_task(subscriber.wait())
+        broker.publish("a", delivery(b"1"))
+        await asyncio.sleep(0)
+        assert not waiter.done() and subscriber.queued == 1
+        subscriber.release()
+        await asyncio.wait_for(waiter, 1)
+        assert subscriber.drain() == b"1"
 
     def test_tick_reaches_only_idle_subscribers(self):
         """A heartbeat goes to subscribers that got nothing since the last tick, never to held ones."""

@@ -125,5 +125,5 @@ def app_paths() -> set[str]:
     from changesync.app import create_app
     from changesync.settings import load_settings
 
-    app = create_app(load_settings(environ={}))
+    app = create_app(load_settings(environ={"CHANGESYNC_AUTH_MODE": "none"}))
     return {route.path for route in app.routes}  # type: ignore[attr-defined]

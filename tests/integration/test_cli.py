@@ -136,16 +136,20 @@ class TestDemo:
             stderr=asyncio.subprocess.DEVNULL,  # an unread pipe would fill up and block the demo
         )
         try:
-            url = None
+            url = token = None
             async with asyncio.timeout(30):
                 while url is None:
                     line = (await process.stdout.readline()).decode()
                     assert line, "demo exited before printing its URL"
                     if "curl -N " in line:
-                        url = line.split("curl -N ", 1)[1].strip()
+                        match = re.search(r"curl -N -H 'Authorization: Bearer ([\w.-]+)' (\S+)", line)
+                        assert match, f"the demo prints a ready-to-use curl line with a token: {line!r}"
+                        token, url = match.groups()
             assert url == f"http://127.0.0.1:{port}/flows/demo-flow/events"
+            async with EventStream(url) as anonymous:
+                assert anonymous.status_code == 401, "the demo keeps authentication on"
             seen: set[str] = set()
-            async with EventStream(url) as stream:
+            async with EventStream(url, headers={"Authorization": f"Bearer {token}"}) as stream:
                 async with asyncio.timeout(30):
                     while not {"SNAPSHOT", "SYNC_CANVAS", "EXECUTION_UPDATE", "LOG_STREAM"} <= seen:
                         event = await stream.next(30)

@@ -1,0 +1,189 @@
+"""Who is asking (JWT authentication) and what they may read (per-flow authorization).
+
+Tokens come from the ``Authorization: Bearer`` header, a cookie, or the ``access_token`` query
+parameter (browsers' ``EventSource`` cannot set headers); each source can be turned off. They are
+verified for signature, ``exp``, ``nbf`` and, when configured, ``iss`` and ``aud``. A token never
+appears in logs or metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from .errors import ConfigError
+from .settings import AuthSettings
+
+# Clock skew tolerated on exp/nbf between the token issuer and this service, in seconds.
+LEEWAY_S = 10
+HMAC_ALGORITHMS = ["HS256"]
+PUBLIC_KEY_ALGORITHMS = ["RS256", "ES256"]
+# Cached authorization answers kept at most, whatever the TTL (one entry per subject and flow).
+MAX_CACHED_DECISIONS = 100_000
+
+
+class AuthenticationError(Exception):
+    """No valid token: answered with 401 and ``message``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    is_service: bool = False
+    expires_at: float | None = None
+
+
+ANONYMOUS = Principal("anonymous", is_service=True)
+"""The principal of every request when ``auth.mode = "none"``: it may read any flow."""
+
+
+class Authenticator:
+    def __init__(self, settings: AuthSettings) -> None:
+        self.settings = settings
+        self.enabled = settings.mode == "jwt"
+        self._key: Any = None
+        self._jwks: jwt.PyJWKSet | None = None
+        self._algorithms: list[str] = []
+        if self.enabled:
+            self._load_keys()
+
+    def _load_keys(self) -> None:
+        settings = self.settings
+        if settings.jwks_file:
+            try:
+                self._jwks = jwt.PyJWKSet.from_dict(json.loads(Path(settings.jwks_file).read_text()))
+            except (OSError, ValueError, jwt.PyJWTError) as exc:
+                raise ConfigError("auth.jwks_file", settings.jwks_file, f"a readable JWKS file ({exc})") from exc
+            self._algorithms = PUBLIC_KEY_ALGORITHMS
+        elif settings.jwt_public_key_file:
+            try:
+                self._key = Path(settings.jwt_public_key_file).read_text()
+                jwt.algorithms.RSAAlgorithm  # noqa: B018 - fails early when the crypto extra is missing
+            except (OSError, AttributeError) as exc:
+                raise ConfigError(
+                    "auth.jwt_public_key_file", settings.jwt_public_key_file, f"a readable PEM public key ({exc})"
+                ) from exc
+            self._algorithms = PUBLIC_KEY_ALGORITHMS
+        elif settings.jwt_secret:
+            self._key = settings.jwt_secret
+            self._algorithms = HMAC_ALGORITHMS
+        else:
+            raise ConfigError(
+                "auth.jwt_secret",
+                "<unset>",
+                "a secret (CHANGESYNC_AUTH_JWT_SECRET), a public key file or a JWKS file; "
+                'or auth.mode = "none" (CHANGESYNC_AUTH_MODE=none) to run without authentication',
+            )
+
+    def token_from(self, headers: Mapping[str, str], cookies: Mapping[str, str], query: Mapping[str, str]) -> str:
+        settings = self.settings
+        if settings.header and "authorization" in headers:
+            scheme, _, token = headers["authorization"].partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
+            return token.strip()
+        if settings.cookie and cookies.get(settings.cookie_name):
+            return cookies[settings.cookie_name]
+        if settings.query and query.get("access_token"):
+            return query["access_token"]
+        raise AuthenticationError("a bearer token is required")
+
+    def authenticate(
+        self, headers: Mapping[str, str], cookies: Mapping[str, str], query: Mapping[str, str]
+    ) -> Principal:
+        if not self.enabled:
+            return ANONYMOUS
+        token = self.token_from(headers, cookies, query)
+        try:
+            key = self._key
+            if self._jwks is not None:
+                kid = jwt.get_unverified_header(token).get("kid")
+                key = self._jwks[kid].key if kid else self._jwks.keys[0].key
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=self._algorithms,
+                audience=self.settings.audience or None,
+                issuer=self.settings.issuer or None,
+                leeway=LEEWAY_S,
+                options={"require": ["exp", "sub"], "verify_aud": bool(self.settings.audience)},
+            )
+        except KeyError:
+            raise AuthenticationError("the token's key id is unknown") from None
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationError("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthenticationError("the token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise AuthenticationError("the token is for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise AuthenticationError("the token is from another issuer") from None
+        except jwt.PyJWTError:
+            raise AuthenticationError("the token is invalid") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise AuthenticationError("the token has no subject")
+        roles = claims.get(self.settings.roles_claim, [])
+        roles = [roles] if isinstance(roles, str) else roles if isinstance(roles, list) else []
+        return Principal(subject, self.settings.service_role in roles, float(claims["exp"]))
+
+
+AccessCheck = Callable[[str, str], Awaitable[bool]]
+"""``check(subject, flow_id)``: does the configured query find a document?"""
+
+
+class Authorizer:
+    """Per-flow decisions, cached for ``cache_ttl_s``; service principals may read any flow."""
+
+    def __init__(self, check: AccessCheck, *, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.check = check
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._decisions: dict[tuple[str, str], tuple[bool, float]] = {}
+
+    async def allowed(self, principal: Principal, flow_id: str, *, fresh: bool = False) -> bool:
+        if principal.is_service:
+            return True
+        key = (principal.subject, flow_id)
+        now = self._clock()
+        cached = self._decisions.get(key)
+        if cached is not None and cached[1] > now and not fresh:
+            return cached[0]
+        decision = await self.check(principal.subject, flow_id)
+        if len(self._decisions) >= MAX_CACHED_DECISIONS:
+            self._decisions = {k: v for k, v in self._decisions.items() if v[1] > now}
+            if len(self._decisions) >= MAX_CACHED_DECISIONS:
+                self._decisions.clear()
+        self._decisions[key] = (decision, now + self.ttl_s)
+        return decision
+
+
+def access_query(template: str, flow_values: list[Any], subject: str) -> dict[str, Any]:
+    """The configured query with ``"{flowId}"`` and ``"{sub}"`` filled in.
+
+    ``"{flowId}"`` becomes ``{"$in": [...]}`` of the forms a flow id may be stored in.
+    """
+
+    def fill(node: Any) -> Any:
+        if node == "{flowId}":
+            return {"$in": flow_values}
+        if node == "{sub}":
+            return subject
+        if isinstance(node, dict):
+            return {key: fill(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [fill(value) for value in node]
+        return node
+
+    filled: dict[str, Any] = fill(json.loads(template))
+    return filled

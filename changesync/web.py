@@ -1,0 +1,187 @@
+"""The HTTP endpoints and the security headers every response carries."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TypedDict
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .auth import AuthenticationError, Authenticator, Authorizer
+from .broadcast import Broker, Subscriber
+from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .settings import Settings
+from .source import ChangeSource
+from .stream import event_stream
+from .subscriptions import Join, Subscriptions, opening_frame
+
+FLOW_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:~-]{1,256}")
+# Our ids are a few hundred characters; anything far longer is not one of ours.
+MAX_EVENT_ID_LENGTH = 4096
+# Limits on what a client may send: flow ids, tokens and ids fit easily.
+MAX_TARGET_BYTES = 8 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+# Readiness also fails when the stream has not polled for this many await periods.
+STALL_FACTOR = 5
+MINIMUM_STALL_S = 5.0
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+class State(TypedDict):
+    settings: Settings
+    broker: Broker
+    metrics: Metrics
+    source: ChangeSource
+    subscriptions: Subscriptions
+    authenticator: Authenticator
+    authorizer: Authorizer
+    event_types: frozenset[str]
+
+
+def error(status_code: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status_code, headers=headers)
+
+
+def _flag(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(value)
+
+
+async def flow_events(request: Request) -> Response:
+    state: State = request.scope["state"]
+    settings = state["settings"]
+    flow_id = request.path_params["flow_id"]
+    if not FLOW_ID_PATTERN.fullmatch(flow_id):
+        return error(400, "invalid flow id", expected="1-256 characters of A-Z a-z 0-9 _ . : ~ -")
+    try:
+        principal = state["authenticator"].authenticate(request.headers, request.cookies, request.query_params)
+    except AuthenticationError as exc:
+        return error(401, "unauthorized", detail=exc.message, headers={"WWW-Authenticate": "Bearer"})
+    types: frozenset[str] | None = None
+    if "types" in request.query_params:
+        types = frozenset(name.strip() for name in request.query_params["types"].split(",") if name.strip())
+        unknown = sorted(types - state["event_types"])
+        if unknown or not types:
+            return error(400, "unknown event type", unknown=unknown, known=sorted(state["event_types"]))
+    try:
+        snapshot = _flag(request.query_params.get("snapshot"))
+    except ValueError:
+        return error(400, "invalid snapshot flag", expected="true or false")
+    last_event_id = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+    if last_event_id is not None and len(last_event_id) > MAX_EVENT_ID_LENGTH:
+        return error(400, "invalid last event id", expected=f"at most {MAX_EVENT_ID_LENGTH} characters")
+    broker, metrics, limits = state["broker"], state["metrics"], settings.limits
+    if broker.subscriber_count >= limits.max_connections:
+        return error(429, "too many connections", headers={"Retry-After": "5"})
+    if broker.count_for(principal.subject) >= limits.max_connections_per_subject and not principal.is_service:
+        return error(429, "too many connections for this subject", headers={"Retry-After": "5"})
+    if not state["source"].started:
+        return error(503, "change stream not open yet", headers={"Retry-After": "1"})
+    try:
+        allowed = await state["authorizer"].allowed(principal, flow_id)
+    except Exception:
+        metrics.events_skipped.labels(reason="authorization-error").inc()
+        return error(503, "authorization unavailable", headers={"Retry-After": "1"})
+    if not allowed:
+        return error(403, "forbidden", detail="this subject may not read this flow")
+
+    stream = settings.stream
+    subscriber, plan = state["subscriptions"].join(
+        Join(flow_id, types=types, last_event_id=last_event_id, snapshot=snapshot), subject=principal.subject
+    )
+    subscriber.unrestricted = principal.is_service
+    subscriber.expires_at = principal.expires_at
+    metrics.clients_connected.inc()
+
+    def closed(subscriber: Subscriber) -> None:
+        broker.unsubscribe(subscriber)
+        metrics.clients_connected.dec()
+
+    async def prologue() -> AsyncIterator[bytes]:
+        yield opening_frame(stream.retry_ms)
+        async for data in state["subscriptions"].prologue(subscriber, plan):
+            yield data
+
+    return event_stream(
+        subscriber, prologue(), send_timeout_s=stream.send_timeout_s, retry_ms=stream.retry_ms, on_close=closed
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state: State = request.scope["state"]
+    source, settings = state["source"], state["settings"]
+    stall_s = max(MINIMUM_STALL_S, STALL_FACTOR * settings.stream.max_await_time_ms / 1000)
+    since_poll_s = time.monotonic() - source.state.last_poll_monotonic
+    checks = {
+        "changeStreamOpen": source.state.open,
+        "polling": source.state.open and since_poll_s < stall_s,
+        "lagUnderBound": source.state.lag_s < settings.stream.ready_max_lag_s,
+    }
+    body = {
+        "status": "ready" if all(checks.values()) else "not-ready",
+        "checks": checks,
+        "lagSeconds": source.state.lag_s,
+    }
+    if source.state.last_error:
+        body["lastError"] = source.state.last_error
+    return JSONResponse(body, status_code=200 if all(checks.values()) else 503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    state: State = request.scope["state"]
+    state["metrics"].stream_lag_seconds.set(state["source"].state.lag_s)
+    return Response(state["metrics"].render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, exc.detail)
+
+
+class HttpGuard:
+    """Refuses over-long request targets and header blocks; adds ``SECURITY_HEADERS`` to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        target_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        header_bytes = sum(len(name) + len(value) for name, value in scope["headers"])
+        refusal = None
+        if target_bytes > MAX_TARGET_BYTES:
+            refusal = error(414, "request target too long", limit_bytes=MAX_TARGET_BYTES)
+        elif header_bytes > MAX_HEADER_BYTES:
+            refusal = error(431, "request headers too large", limit_bytes=MAX_HEADER_BYTES)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        if refusal is not None:
+            await refusal(scope, receive, send_with_headers)
+        else:
+            await self.app(scope, receive, send_with_headers)

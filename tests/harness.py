@@ -101,7 +101,8 @@ class EventStream:
         self.raw: list[str] = []
         self.last_id: str | None = None
         """The last event id seen, as a browser's EventSource keeps it (id-only messages included)."""
-        self.comments_seen = 0
+        self.first_id: str | None = None
+        """The id of the first event received."""
         self.status_code: int | None = None
         self.error_body: dict[str, Any] | None = None
         self._queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
@@ -134,6 +135,8 @@ class EventStream:
                 async for message in source.aiter_sse():
                     if message.id:
                         self.last_id = message.id
+                        if self.first_id is None and message.data:
+                            self.first_id = message.id
                     if not message.data:
                         # A block without data (the retry hint, an id-only heartbeat) dispatches no
                         # event in a browser's EventSource.

@@ -95,10 +95,10 @@ async def service(mongo_backend, database_name):
         yield running
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=st.dictionaries(KEYS, VALUES, max_size=5), changes=updates())
 async def test_random_updates_replay_exactly_and_leak_nothing(service, database, document, changes):
-    """Any document and any sequence of updates: patches replay to the stored state; no denied path leaks."""
+    """Random documents and updates: patches replay exactly; no denied path leaks, nor in snapshots and resumes."""
     flow_id = f"prop-{next(flow_numbers)}"
     document = {"_id": flow_id, "nodes": [], **{k: v for k, v in document.items() if k != "_id"}}
     async with EventStream(service.events_url(flow_id, snapshot="false")) as stream:
@@ -131,3 +131,16 @@ async def test_random_updates_replay_exactly_and_leak_nothing(service, database,
                 local = data["document"]
         stored = await database.flowboards.find_one({"_id": flow_id})
         assert local == visible(stored)
+        first_id = stream.first_id
+    # A snapshot and a resume (replaying everything after the insert) obey the same rules.
+    async with EventStream(service.events_url(flow_id, snapshot="true")) as fresh:
+        snapshot = await fresh.next()
+        (board,) = snapshot.data["collections"]["flowboards"]["documents"]
+        assert board == visible(stored)
+    async with EventStream(service.events_url(flow_id), headers={"Last-Event-ID": first_id}) as resumed:
+        await database.flow_logs.insert_one({"flowId": flow_id, "chunk": "end again"})
+        while (event := await resumed.next()).data["collection"] != "flow_logs" or event.data["document"][
+            "chunk"
+        ] != "end again":
+            for path in leaves(event.data.get("document")):
+                assert not denied(path), f"denied path {path} in a resumed event"

@@ -79,7 +79,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             dispatcher=dispatcher,
             source=source,
             pipeline=pipeline,
-            routes=pipeline.routes,
             route_options=settings.route_options,
             settings=stream,
         )

@@ -29,7 +29,7 @@ from typing import Any
 
 from pymongo.errors import OperationFailure, PyMongoError
 
-from filters import ChangeEvent, Pipeline, Route
+from filters import ChangeEvent, Pipeline
 
 from .broadcast import Broker, Delivery, Subscriber
 from .codec import decode_token, encode_token, to_plain
@@ -82,7 +82,6 @@ class Subscriptions:
         dispatcher: Dispatcher,
         source: ChangeSource,
         pipeline: Pipeline,
-        routes: Mapping[str, Route],
         route_options: Mapping[str, RouteOptions],
         settings: StreamSettings,
     ) -> None:
@@ -90,7 +89,6 @@ class Subscriptions:
         self.dispatcher = dispatcher
         self.source = source
         self.pipeline = pipeline
-        self.routes = routes
         self.route_options = route_options
         self.settings = settings
 
@@ -183,7 +181,7 @@ class Subscriptions:
         collections: dict[str, dict[str, Any]] = {}
         documents: dict[str, dict[Any, Any]] = {}
         read_time: tuple[int, int] | None = None
-        for collection, route in self.routes.items():
+        for collection, route in self.pipeline.routes.items():
             options = self.route_options.get(collection, RouteOptions())
             if options.snapshot == "none" or not subscriber.wants(route.event_type):
                 continue

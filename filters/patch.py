@@ -51,6 +51,21 @@ def _diff(before: Any, after: Any, path: str, operations: list[PatchOperation]) 
         operations.append({"op": "replace", "path": path, "value": after})
 
 
+def _diff_member(old: Any, new: Any, path: str, operations: list[PatchOperation]) -> None:
+    """Like ``_diff`` below the top, where equal containers are skipped with one C-level ``==``."""
+    kind = type(old)
+    if kind is not type(new):
+        operations.append({"op": "replace", "path": path, "value": new})
+    elif kind is dict:
+        if old != new:
+            _diff_dict(old, new, path, operations)
+    elif kind is list:
+        if old != new:
+            _diff_list(old, new, path, operations)
+    elif old != new:
+        operations.append({"op": "replace", "path": path, "value": new})
+
+
 def _diff_dict(before: dict[str, Any], after: dict[str, Any], path: str, operations: list[PatchOperation]) -> None:
     for name in before:
         if name not in after:
@@ -61,37 +76,16 @@ def _diff_dict(before: dict[str, Any], after: dict[str, Any], path: str, operati
             continue
         if old is _MISSING:
             operations.append({"op": "add", "path": f"{path}/{escape_token(name)}", "value": new})
-            continue
-        kind = type(old)
-        if kind is not type(new):
-            operations.append({"op": "replace", "path": f"{path}/{escape_token(name)}", "value": new})
-        elif kind is dict:
-            if old != new:
-                _diff_dict(old, new, f"{path}/{escape_token(name)}", operations)
-        elif kind is list:
-            if old != new:
-                _diff_list(old, new, f"{path}/{escape_token(name)}", operations)
-        elif old != new:
-            operations.append({"op": "replace", "path": f"{path}/{escape_token(name)}", "value": new})
+        else:
+            _diff_member(old, new, f"{path}/{escape_token(name)}", operations)
 
 
 def _diff_list(before: list[Any], after: list[Any], path: str, operations: list[PatchOperation]) -> None:
     common = min(len(before), len(after))
     for index in range(common):
         old, new = before[index], after[index]
-        if old is new:
-            continue
-        kind = type(old)
-        if kind is not type(new):
-            operations.append({"op": "replace", "path": f"{path}/{index}", "value": new})
-        elif kind is dict:
-            if old != new:
-                _diff_dict(old, new, f"{path}/{index}", operations)
-        elif kind is list:
-            if old != new:
-                _diff_list(old, new, f"{path}/{index}", operations)
-        elif old != new:
-            operations.append({"op": "replace", "path": f"{path}/{index}", "value": new})
+        if old is not new:
+            _diff_member(old, new, f"{path}/{index}", operations)
     for index in range(common, len(after)):
         operations.append({"op": "add", "path": f"{path}/{index}", "value": after[index]})
     for index in range(len(before) - 1, common - 1, -1):

@@ -28,7 +28,7 @@ from .settings import Settings, load_settings
 from .source import ChangeSource, flow_id_values, open_client
 from .stream import shutdown_requested
 from .subscriptions import Subscriptions
-from .web import HttpGuard, State, flow_events, healthz, http_error, metrics_endpoint, readyz
+from .web import HttpGuard, State, events_schema, flow_events, healthz, http_error, metrics_endpoint, readyz
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/schema/events.json", events_schema, methods=["GET"]),
         ],
         middleware=middleware,
         exception_handlers={HTTPException: http_error},

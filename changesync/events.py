@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, cast
 
 import orjson
 
 from filters import ChangeEvent
+
+from .payloads import (
+    ChangePayload,
+    CoalescedPayload,
+    PatchOperation,
+    ResyncPayload,
+    SkippedPayload,
+    TooLargePayload,
+)
 
 RESYNC = "RESYNC"
 """Control event: the client's copy may have a gap (see ``reason``)."""
@@ -17,44 +26,41 @@ SNAPSHOT = "SNAPSHOT"
 RESUMABLE_REASONS = frozenset({"slow-consumer", "shutdown", "token-expired"})
 
 
-def change_payload(event: ChangeEvent) -> dict[str, Any]:
+def change_payload(event: ChangeEvent) -> ChangePayload:
     """The JSON object a client receives for a published change."""
     cluster_time = event.cluster_time
     return {
-        "type": event.event_type,
-        "flowId": event.flow_id,
+        # A published event has been routed: its event type and flow id are set.
+        "type": cast(str, event.event_type),
+        "flowId": cast(str, event.flow_id),
         "collection": event.collection,
         "operation": event.operation,
         "documentId": event.document_id,
         "document": None if event.operation == "delete" else event.full_document,
-        "patch": None if event.patch is None else list(event.patch),
+        "patch": None if event.patch is None else cast("list[PatchOperation]", list(event.patch)),
         "clusterTime": None if cluster_time is None else {"t": cluster_time[0], "i": cluster_time[1]},
         "wallTime": event.wall_time,
     }
 
 
-def coalesced_payload(event: ChangeEvent, count: int) -> dict[str, Any]:
+def coalesced_payload(event: ChangeEvent, count: int) -> CoalescedPayload:
     """Several queued changes of one document as one: its latest state (or its deletion)."""
     payload = change_payload(event)
-    if event.operation != "delete":
-        payload["operation"] = "replace"
-        payload["patch"] = None
-    payload["coalesced"] = count
-    return payload
+    # A delete keeps its operation; its patch is already None (only updates have patches).
+    operation: Literal["replace", "delete"] = "delete" if event.operation == "delete" else "replace"
+    return {**payload, "operation": operation, "patch": None, "coalesced": count}
 
 
-def collapsed_payload(event: ChangeEvent, skipped: int) -> dict[str, Any]:
+def collapsed_payload(event: ChangeEvent, skipped: int) -> SkippedPayload:
     """Stands for ``skipped`` log chunks that a slow client did not receive."""
     payload = change_payload(event)
-    payload.update(operation="skipped", documentId=None, document=None, patch=None, skipped=skipped)
-    return payload
+    return {**payload, "operation": "skipped", "documentId": None, "document": None, "patch": None, "skipped": skipped}
 
 
-def oversize_payload(event: ChangeEvent, size: int) -> dict[str, Any]:
+def oversize_payload(event: ChangeEvent, size: int) -> TooLargePayload:
     """Stands for an event too large to send: the client refetches the document."""
     payload = change_payload(event)
-    payload.update(document=None, patch=None, tooLarge=True, size=size)
-    return payload
+    return {**payload, "document": None, "patch": None, "tooLarge": True, "size": size}
 
 
 def frame(
@@ -70,7 +76,12 @@ def frame(
 
 
 def resync_frame(flow_id: str, reason: str, *, event_id: str | None = None, retry_ms: int | None = None) -> bytes:
-    payload = {"type": RESYNC, "flowId": flow_id, "reason": reason, "resumable": reason in RESUMABLE_REASONS}
+    payload: ResyncPayload = {
+        "type": "RESYNC",
+        "flowId": flow_id,
+        "reason": reason,
+        "resumable": reason in RESUMABLE_REASONS,
+    }
     return frame(RESYNC, payload, event_id=event_id, retry_ms=retry_ms)
 
 

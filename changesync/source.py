@@ -217,8 +217,11 @@ class ChangeSource:
             reply = await self.database.client.admin.command("ping")
             operation_time = reply.get("operationTime")
             if isinstance(operation_time, Timestamp):
-                options["start_at_operation_time"] = operation_time
-                start_time = (operation_time.time, operation_time.inc)
+                # The start time is inclusive and operationTime is the latest write's time: start
+                # just after it, or that write would be published as if it were new.
+                after = Timestamp(operation_time.time, operation_time.inc + 1)
+                options["start_at_operation_time"] = after
+                start_time = (after.time, after.inc)
         # Pre-images only: the filter pipeline rebuilds each post-image from the pre-image and the
         # update description. That is exact at the event's point in time, costs half the bytes, and
         # does not depend on how a server computes post-images.

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 # History codes that mean "too old" rather than "never ours".
 HISTORY_LOST_CODES = {136, 286}
+# The server could not parse the token as one: FailedToParse, TypeMismatch.
+TOKEN_REJECTED_CODES = {9, 14}
 
 
 class ResumeFailedError(Exception):
@@ -72,6 +74,8 @@ class Plan:
     catch_up_from: dict[str, Any] | None = None
     clock: Clock | None = None
     snapshot: bool = False
+    snapshot_after_resync: bool = False
+    """A client that must discard its state gets a snapshot unless it asked for none."""
 
 
 class Subscriptions:
@@ -95,7 +99,7 @@ class Subscriptions:
     def join(self, request: Join, *, subject: str = "") -> tuple[Subscriber, Plan]:
         """Subscribe now (synchronously: the subscription is live when this returns) and plan the rest."""
         default_snapshot = self.settings.snapshot_on_connect if request.snapshot is None else request.snapshot
-        plan = Plan()
+        plan = Plan(snapshot_after_resync=default_snapshot)
         if request.last_event_id:
             try:
                 token = decode_token(request.last_event_id)
@@ -128,7 +132,7 @@ class Subscriptions:
             except ResumeFailedError as exc:
                 logger.info("client of flow %s cannot resume (%s)", subscriber.flow_id, exc.reason)
                 plan.resync_reason = exc.reason
-                plan.snapshot = plan.snapshot or self.settings.snapshot_on_connect
+                plan.snapshot = plan.snapshot or plan.snapshot_after_resync
         if plan.resync_reason is not None:
             yield resync_frame(subscriber.flow_id, plan.resync_reason, event_id=self.dispatcher.position)
         if plan.snapshot:
@@ -165,6 +169,10 @@ class Subscriptions:
                 raise ResumeFailedError("history-lost") from None
             if exc.code in POSITION_LOST_CODES:
                 raise ResumeFailedError("unknown-position") from None
+            if exc.code in TOKEN_REJECTED_CODES:
+                # The id decoded, but the server cannot read it as a token: a client's garbage.
+                logger.info("a client of flow %s sent an id the server rejects (code %s)", subscriber.flow_id, exc.code)
+                raise ResumeFailedError("invalid-id") from None
             logger.warning("catch-up for flow %s failed with server error %s", subscriber.flow_id, exc.code)
             raise ResumeFailedError("catch-up-failed") from None
         except PyMongoError as exc:

@@ -9,12 +9,13 @@ from typing import Any, TypedDict
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import AuthenticationError, Authenticator, Authorizer
 from .broadcast import Broker, Subscriber
 from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .payloads import SCHEMA_PATH
 from .settings import Settings
 from .source import ChangeSource
 from .stream import event_stream
@@ -151,6 +152,11 @@ async def metrics_endpoint(request: Request) -> Response:
     state: State = request.scope["state"]
     state["metrics"].stream_lag_seconds.set(state["source"].state.lag_s)
     return Response(state["metrics"].render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def events_schema(request: Request) -> Response:
+    """The JSON Schema of every event payload (generated from ``changesync.payloads``); no authentication."""
+    return FileResponse(SCHEMA_PATH, media_type="application/schema+json", headers={"Cache-Control": "no-cache"})
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -122,7 +122,7 @@ class TestResume:
         async with EventStream(url, headers={"Last-Event-ID": foreign}) as stream:
             event = await stream.next()
             assert event.event == "RESYNC"
-            assert event.data["reason"] in ("unknown-position", "history-lost", "catch-up-failed")
+            assert event.data["reason"] in ("unknown-position", "history-lost", "invalid-id")
 
 
 class TestSnapshot:

@@ -1,0 +1,7 @@
+"""``python -m changesync.schema [--check]``: write (or check) ``changesync/schema/events.json``."""
+
+import sys
+
+from changesync.payloads import main
+
+sys.exit(main())

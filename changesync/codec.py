@@ -28,7 +28,7 @@ import datetime
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import bson
@@ -58,7 +58,7 @@ def _datetime_ms(value: DatetimeMS) -> Any:
 
 
 def _int(value: int) -> int | str:
-    return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(value)
+    return int(value) if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(value)
 
 
 def _float(value: float) -> float | str:
@@ -131,9 +131,39 @@ def to_plain(value: Any) -> Any:
 
 # --- change events ---------------------------------------------------------------------------
 
+_MISSING: Any = object()
 
-def to_change_event(raw: Mapping[str, Any]) -> ChangeEvent:
-    """Convert a raw data change event (insert/update/replace/delete) for the filter pipeline."""
+
+def routable_flow_id(value: Any) -> bool:
+    """A flow id is a string, an integer or an ObjectId, judged on the BSON value: converted, a NaN,
+    a date or a Decimal128 would look like a string and route to a made-up flow."""
+    # Code is a str subclass, bool an int subclass: neither names a flow.
+    return type(value) is str or isinstance(value, ObjectId) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _without_bad_flow_id(plain: dict[str, Any], raw: Mapping[str, Any], path: Sequence[str]) -> dict[str, Any]:
+    """``plain`` with the flow id set to null (which no route accepts) when its BSON type is wrong."""
+    raw_value: Any = raw
+    for part in path:
+        raw_value = raw_value.get(part, _MISSING) if isinstance(raw_value, Mapping) else _MISSING
+        if raw_value is _MISSING:
+            return plain
+    if routable_flow_id(raw_value):
+        return plain
+    copy = dict(plain)
+    node = copy
+    for part in path[:-1]:
+        node[part] = dict(node[part])
+        node = node[part]
+    node[path[-1]] = None
+    return copy
+
+
+def to_change_event(raw: Mapping[str, Any], *, flow_id_path: Sequence[str] | None = None) -> ChangeEvent:
+    """Convert a raw data change event (insert/update/replace/delete) for the filter pipeline.
+
+    With ``flow_id_path``, a flow id of a type that cannot name a flow becomes null (unroutable).
+    """
     operation = raw["operationType"]
     if operation not in DATA_OPERATIONS:
         raise ValueError(f"not a data change: {operation!r}")
@@ -146,21 +176,28 @@ def to_change_event(raw: Mapping[str, Any]) -> ChangeEvent:
         operation=operation,
         document_id=document_key.get("_id"),
         document_key=document_key,
-        full_document=_document(raw.get("fullDocument")),
-        full_document_before_change=_document(raw.get("fullDocumentBeforeChange")),
-        update_description=None if description is None else _update_description(description),
+        full_document=_document(raw.get("fullDocument"), flow_id_path),
+        full_document_before_change=_document(raw.get("fullDocumentBeforeChange"), flow_id_path),
+        update_description=None if description is None else _update_description(description, flow_id_path),
         cluster_time=(cluster_time.time, cluster_time.inc) if isinstance(cluster_time, Timestamp) else None,
         wall_time=to_plain(wall_time) if wall_time is not None else None,
     )
 
 
-def _document(value: Any) -> dict[str, Any] | None:
-    return to_plain(value) if isinstance(value, Mapping) else None
+def _document(value: Any, flow_id_path: Sequence[str] | None) -> dict[str, Any] | None:
+    if not isinstance(value, Mapping):
+        return None
+    plain: dict[str, Any] = to_plain(value)
+    return plain if flow_id_path is None else _without_bad_flow_id(plain, value, flow_id_path)
 
 
-def _update_description(description: Mapping[str, Any]) -> UpdateDescription:
+def _update_description(description: Mapping[str, Any], flow_id_path: Sequence[str] | None) -> UpdateDescription:
+    raw_fields = description.get("updatedFields") or {}
+    updated_fields: dict[str, Any] = to_plain(raw_fields)
+    if flow_id_path is not None:
+        updated_fields = _without_bad_flow_id(updated_fields, raw_fields, [".".join(flow_id_path)])
     return UpdateDescription(
-        updated_fields=to_plain(description.get("updatedFields") or {}),
+        updated_fields=updated_fields,
         removed_fields=tuple(description.get("removedFields") or ()),
         truncated_arrays=tuple(
             (entry["field"], int(entry["newSize"])) for entry in description.get("truncatedArrays") or ()

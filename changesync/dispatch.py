@@ -107,6 +107,9 @@ class Dispatcher:
         """The encoded position after the latest change or empty poll: safe for an idle client."""
         self._rare = RateLimitedLog(logger)
         self._barriers: list[tuple[ClusterTime | None, int, asyncio.Future[None]]] = []
+        self._flow_id_paths = {
+            collection: tuple(route.flow_id_path.split(".")) for collection, route in pipeline.routes.items()
+        }
         self._polls_completed = 0
 
     # --- the live stream ----------------------------------------------------------------------
@@ -191,7 +194,7 @@ class Dispatcher:
         if live:
             self.metrics.events_in.labels(collection=collection, operation=operation).inc()
         try:
-            event = to_change_event(change)
+            event = to_change_event(change, flow_id_path=self._flow_id_paths.get(collection))
         except Exception as exc:
             self.metrics.events_skipped.labels(reason="malformed").inc()
             self._rare.warning(
@@ -248,6 +251,12 @@ class Dispatcher:
         self.broker.announce(
             lambda flow_id: Delivery(RESYNC, resync_frame(flow_id, reason, event_id=self.position), self.position)
         )
+
+    def skip(self, change: Change) -> None:
+        """A change the stream could not deliver was stepped over: count it, and resync everyone."""
+        self._advance(cluster_time_of(change), encode_token(change["_id"]))
+        self.metrics.events_skipped.labels(reason="undeliverable").inc()
+        self.reset("event-skipped")
 
     def on_overflow(self, subscriber: Subscriber) -> None:
         self.metrics.clients_disconnected_slow.inc()

@@ -40,7 +40,8 @@ def preview_lines(lines: Iterable[str], pipeline: Pipeline) -> Iterator[tuple[in
             yield number, f"dropped: not-watched (operationType {operation!r})", False
             continue
         try:
-            event = to_change_event(change)
+            route = pipeline.routes.get(str((change.get("ns") or {}).get("coll")))
+            event = to_change_event(change, flow_id_path=None if route is None else route.flow_id_path.split("."))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             yield number, f"line {number}: malformed change event ({type(exc).__name__}: {exc})", True
             continue

@@ -39,6 +39,10 @@ POSITION_LOST_CODES = {
     286,  # ChangeStreamHistoryLost: the resume point is no longer in the oplog
 }
 
+# Failures in a row at one position after which the change there is deemed undeliverable.
+STUCK_AFTER = 3
+# What of a change is read again to step over it: enough to name it and resume after it.
+ENVELOPE = {"_id": 1, "operationType": 1, "ns": 1, "documentKey": 1, "clusterTime": 1, "wallTime": 1}
 # Changes dispatched back to back (from one batch) before the loop lets other tasks run.
 YIELD_EVERY = 64
 
@@ -123,6 +127,7 @@ class Listener(Protocol):
     def on_change(self, change: Change) -> None: ...
     def on_idle(self, position: Mapping[str, Any] | None, poll_number: int) -> None: ...
     def reset(self, reason: str) -> None: ...
+    def skip(self, change: Change) -> None: ...
 
 
 class ChangeSource:
@@ -153,6 +158,10 @@ class ChangeSource:
         self._start_after: Mapping[str, Any] | None = None
         self._sleep = sleep
         self._started = asyncio.Event()
+        self._start_time: Timestamp | None = None
+        self._dispatched = 0
+        self._dispatched_at_failure = 0
+        self._failures_here = 0
 
     @property
     def started(self) -> bool:
@@ -167,61 +176,125 @@ class ChangeSource:
         while True:
             try:
                 await self._tail(backoff)
+                continue
             except OperationFailure as exc:
                 if exc.code in POSITION_LOST_CODES:
                     logger.warning("change stream position unusable (code %s); starting from now", exc.code)
                     self.resume_token = None
                     self._start_after = None
+                    self._start_time = None
                     self.state.last_error = f"position lost (code {exc.code})"
                     self.listener.reset("history-lost")
                     self._count_restart("position-lost")
-                else:
-                    self.state.last_error = f"server error {exc.code}"
-                    logger.error("change stream failed with server error %s: %s", exc.code, exc.details)
-                    self._count_restart("server-error")
-                    await self._sleep(backoff.next_delay_s())
+                    continue
+                self.state.last_error = f"server error {exc.code}"
+                logger.error("change stream failed with server error %s: %s", exc.code, exc.details)
+                self._count_restart("server-error")
             except ConnectionFailure as exc:
                 self.state.last_error = "connection failure"
                 logger.warning("change stream connection failed (%s); reopening", type(exc).__name__)
                 self._count_restart("connection")
                 await self._sleep(backoff.next_delay_s())
+                continue
             except PyMongoError as exc:
                 self.state.last_error = type(exc).__name__
                 logger.error("change stream error %s; reopening", type(exc).__name__)
                 self._count_restart("driver-error")
-                await self._sleep(backoff.next_delay_s())
             except Exception:
-                # A bug must not end the service's only stream; the dispatcher already isolates
-                # single events, so this is a last line.
+                # Undecodable data (InvalidBSON) or a bug: the dispatcher already isolates single
+                # events, so this is a last line.
                 self.state.last_error = "internal error"
                 logger.exception("change stream loop failed; reopening from the last position")
                 self._count_restart("internal-error")
-                await self._sleep(backoff.next_delay_s())
             finally:
                 self.state.open = False
+            if self._stuck():
+                await self._skip_one()
+            await self._sleep(backoff.next_delay_s())
+
+    def _stuck(self) -> bool:
+        """Whether the stream failed ``STUCK_AFTER`` times in a row without delivering a change."""
+        if self._dispatched != self._dispatched_at_failure:
+            self._dispatched_at_failure, self._failures_here = self._dispatched, 0
+        self._failures_here += 1
+        return self._failures_here >= STUCK_AFTER
+
+    async def _skip_one(self) -> None:
+        """Step over the one change the server cannot deliver (too large, too deep, undecodable).
+
+        It is read again with only its envelope; clients are told to resync, since it is lost to
+        them. A bounded, explicit gap instead of a stream stuck for good.
+        """
+        try:
+            options, _ = await self._position()
+            if await self._readable(options):
+                return  # it was a passing fault after all: carry on from the same position
+            # Only the $match: the failing part may be any stage that looks into the documents.
+            async with await self.database.watch(
+                [self.pipeline[0], {"$project": ENVELOPE}], max_await_time_ms=self.max_await_time_ms, **options
+            ) as stream:
+                change = None
+                for _ in range(STUCK_AFTER):
+                    change = await stream.try_next()
+                    if change is not None:
+                        break
+        except PyMongoError as exc:
+            # Not even its envelope can be read: as likely an outage as a bad change, so keep retrying.
+            logger.error("cannot read past the failing change either (%s); retrying", type(exc).__name__)
+            return
+        if change is None:
+            return
+        ns = change.get("ns") or {}
+        logger.error(
+            "skipped a %s change on %s that the stream cannot deliver; clients must resync",
+            change.get("operationType"),
+            ns.get("coll"),
+        )
+        self.resume_token = change["_id"]
+        self._start_after = None
+        self._failures_here = 0
+        self.listener.skip(change)
+
+    async def _readable(self, options: Mapping[str, Any]) -> bool:
+        """Whether the next change after ``options``' position can be read in full now."""
+        try:
+            async with await self.database.watch(
+                self.pipeline,
+                full_document_before_change="whenAvailable",
+                show_expanded_events=True,
+                max_await_time_ms=self.max_await_time_ms,
+                **options,
+            ) as stream:
+                await stream.try_next()
+        except PyMongoError:
+            return False
+        return True
 
     def _count_restart(self, kind: str) -> None:
         if self.on_restart is not None:
             self.on_restart(kind)
 
-    async def _tail(self, backoff: Backoff) -> None:
-        options: dict[str, Any] = {}
-        start_time: tuple[int, int] | None = None
+    async def _position(self) -> tuple[dict[str, Any], tuple[int, int] | None]:
+        """Where to (re)open the stream, and the start time when it starts afresh."""
         if self._start_after is not None:
-            options["start_after"] = self._start_after
-        elif self.resume_token is not None:
-            options["resume_after"] = self.resume_token
-        else:
+            return {"start_after": self._start_after}, None
+        if self.resume_token is not None:
+            return {"resume_after": self.resume_token}, None
+        if self._start_time is None:
             # A fresh start gets an explicit start time, so that "before the stream" has a meaning
-            # when a client catches up from history.
+            # when a client catches up from history. It is kept until a token replaces it: a stream
+            # that fails before its first change must reopen there, not "now".
             reply = await self.database.client.admin.command("ping")
             operation_time = reply.get("operationTime")
-            if isinstance(operation_time, Timestamp):
-                # The start time is inclusive and operationTime is the latest write's time: start
-                # just after it, or that write would be published as if it were new.
-                after = Timestamp(operation_time.time, operation_time.inc + 1)
-                options["start_at_operation_time"] = after
-                start_time = (after.time, after.inc)
+            if not isinstance(operation_time, Timestamp):
+                return {}, None
+            # The start time is inclusive and operationTime is the latest write's time: start just
+            # after it, or that write would be published as if it were new.
+            self._start_time = Timestamp(operation_time.time, operation_time.inc + 1)
+        return {"start_at_operation_time": self._start_time}, (self._start_time.time, self._start_time.inc)
+
+    async def _tail(self, backoff: Backoff) -> None:
+        options, start_time = await self._position()
         # Pre-images only: the filter pipeline rebuilds each post-image from the pre-image and the
         # update description. That is exact at the event's point in time, costs half the bytes, and
         # does not depend on how a server computes post-images.
@@ -258,6 +331,7 @@ class ChangeSource:
                 if change.get("operationType") == "invalidate":
                     self._start_after = change["_id"]
                 self.listener.on_change(change)
+                self._dispatched += 1
                 self.resume_token = stream.resume_token
                 dispatched_in_a_row += 1
                 if dispatched_in_a_row >= YIELD_EVERY:

@@ -32,7 +32,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from filters import ChangeEvent, Pipeline
 
 from .broadcast import Broker, Delivery, Subscriber
-from .codec import decode_token, encode_token, to_plain
+from .codec import decode_token, encode_token, routable_flow_id, to_plain
 from .dispatch import Clock, Dispatcher, cluster_time_of
 from .events import SNAPSHOT, comment_frame, frame, resync_frame
 from .settings import RouteOptions, StreamSettings
@@ -231,6 +231,12 @@ class Subscriptions:
         return b"".join(earlier) + frame(SNAPSHOT, payload, event_id=self.dispatcher.position)
 
     def _filter_document(self, collection: str, document: Mapping[str, Any]) -> ChangeEvent | None:
+        path = self.pipeline.routes[collection].flow_id_path.split(".")
+        value: Any = document
+        for part in path:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if not routable_flow_id(value):
+            return None
         plain = to_plain(document)
         event = ChangeEvent(
             collection=collection,

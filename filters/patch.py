@@ -28,8 +28,9 @@ _APPEND: Final = "-"
 def diff(before: Any, after: Any) -> list[PatchOperation]:
     """Return JSON Patch operations that turn ``before`` into ``after``.
 
-    Objects are compared member by member. For arrays the common prefix is compared index by index,
-    then elements are appended at the end or removed from the highest index down.
+    Objects are compared member by member. For arrays, equal runs at the start and at the end are
+    skipped; in between, elements are compared index by index, then the surplus is added or removed
+    (from the highest index down).
     """
     operations: list[PatchOperation] = []
     _diff(before, after, "", operations)
@@ -81,15 +82,27 @@ def _diff_dict(before: dict[str, Any], after: dict[str, Any], path: str, operati
 
 
 def _diff_list(before: list[Any], after: list[Any], path: str, operations: list[PatchOperation]) -> None:
-    common = min(len(before), len(after))
-    for index in range(common):
+    # Equal runs at both ends are skipped, so removing or inserting one element of a long array is one
+    # operation, not a replace of every element after it.
+    start, end_before, end_after = 0, len(before), len(after)
+    while start < end_before and start < end_after and _same(before[start], after[start]):
+        start += 1
+    while end_before > start and end_after > start and _same(before[end_before - 1], after[end_after - 1]):
+        end_before -= 1
+        end_after -= 1
+    common = min(end_before, end_after) - start
+    for index in range(start, start + common):
         old, new = before[index], after[index]
         if old is not new:
             _diff_member(old, new, f"{path}/{index}", operations)
-    for index in range(common, len(after)):
+    for index in range(start + common, end_after):
         operations.append({"op": "add", "path": f"{path}/{index}", "value": after[index]})
-    for index in range(len(before) - 1, common - 1, -1):
+    for index in range(end_before - 1, start + common - 1, -1):
         operations.append({"op": "remove", "path": f"{path}/{index}"})
+
+
+def _same(old: Any, new: Any) -> bool:
+    return old is new or (type(old) is type(new) and old == new)
 
 
 def apply_patch(document: Any, operations: Iterable[Mapping[str, Any]]) -> Any:

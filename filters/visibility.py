@@ -179,11 +179,28 @@ def step(state: State, component: PathComponent) -> State:
     if type(component) is str:
         following = state.names.get(component)
         if following is None:
+            if "." in component:
+                return _dotted(state, component)
             if state.hides_underscore and component[:1] == "_":
                 return _HIDDEN_STATE
             return state.other_name
         return following
     return state.indices.get(component, state.other_index)  # type: ignore[arg-type]
+
+
+def _dotted(state: State, name: str) -> State:
+    """A field name with dots is judged as the path it spells, so that a literal ``"secrets.key"``
+    cannot slip past a rule for ``secrets``. Hidden when either reading is hidden; otherwise its
+    content follows the rules for the literal name."""
+    literal = state.names.get(name)
+    if literal is None:
+        literal = _HIDDEN_STATE if state.hides_underscore and name[:1] == "_" else state.other_name
+    spelled = state
+    for part in name.split("."):
+        if spelled.kind != PARTIAL:
+            break
+        spelled = step(spelled, part)
+    return _HIDDEN_STATE if spelled.kind == HIDDEN else literal
 
 
 def descend(state: State, components: Sequence[PathComponent]) -> tuple[State, int]:
@@ -252,7 +269,10 @@ def _share_dict(
         else:
             following = names.get(name)
             if following is None:
-                following = _HIDDEN_STATE if hides_underscore and name[:1] == "_" else other
+                if "." in name:
+                    following = _dotted(state, name)
+                else:
+                    following = _HIDDEN_STATE if hides_underscore and name[:1] == "_" else other
             shown = _share_value(value, following, old, reference_shown.get(name, ABSENT))
         if shown is not ABSENT:
             projected[name] = shown
@@ -310,7 +330,10 @@ def _project_dict(document: dict[str, Any], state: State) -> dict[str, Any]:
     for name, value in document.items():
         following = names.get(name)
         if following is None:
-            following = _HIDDEN_STATE if hides_underscore and name[:1] == "_" else other
+            if "." in name:
+                following = _dotted(state, name)
+            else:
+                following = _HIDDEN_STATE if hides_underscore and name[:1] == "_" else other
         if following is _OPEN_STATE:
             continue
         shown: Any
@@ -377,7 +400,7 @@ def _strip_dict(document: dict[str, Any], state: State) -> dict[str, Any]:
     projected: dict[str, Any] | None = None
     for name, value in document.items():
         shown: Any
-        if name[:1] == "_":
+        if name[:1] == "_" or "._" in name:
             shown = ABSENT
         else:
             kind_of_value = type(value)

@@ -90,6 +90,11 @@ class Rules:
         self.route = Route("c", "t", flow_id_path="_id", deny=deny, allow=allow, deny_underscore=underscore)
 
     def denied(self, path: tuple[Any, ...]) -> bool:
+        # A literal field name with dots is also judged as the path it spells.
+        spelled = tuple(piece for part in path for piece in (part.split(".") if isinstance(part, str) else [part]))
+        return self._denied(path) or (spelled != path and self._denied(spelled))
+
+    def _denied(self, path: tuple[Any, ...]) -> bool:
         if self.underscore and any(
             isinstance(part, str) and part.startswith("_") and not (depth == 0 and part == "_id")
             for depth, part in enumerate(path)

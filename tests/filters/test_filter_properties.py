@@ -102,6 +102,13 @@ class Rules:
             return True
         return any(_prefix_matches(pattern, path) for pattern in self.deny)
 
+    def _spelled_out_of_allow_list(self, path: tuple[Any, ...]) -> bool:
+        """A literal dotted name whose spelled path no allow pattern can reach is hidden as well."""
+        spelled = tuple(piece for part in path for piece in (part.split(".") if isinstance(part, str) else [part]))
+        if self.allow is None or spelled == path or spelled[:1] == ("_id",):
+            return False
+        return not self.allowed(spelled) and not self.leads_to_allowed(spelled)
+
     def allowed(self, path: tuple[Any, ...]) -> bool:
         return self.allow is None or path[:1] == ("_id",) or any(_prefix_matches(p, path) for p in self.allow)
 
@@ -109,7 +116,7 @@ class Rules:
         return self.allow is None or any(_leads_to(pattern, path) for pattern in self.allow)
 
     def project(self, value: Any, path: tuple[Any, ...] = ()) -> Any:
-        if path and self.denied(path):
+        if path and (self.denied(path) or self._spelled_out_of_allow_list(path)):
             return ABSENT
         if path and not self.allowed(path) and not (self.leads_to_allowed(path) and isinstance(value, dict | list)):
             return ABSENT

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .auth import AuthenticationError, Authenticator, Authorizer
 from .broadcast import Broker, Subscriber
 from .metrics import CONTENT_TYPE_LATEST, Metrics
-from .payloads import SCHEMA_PATH
+from .schema import SCHEMA_PATH
 from .settings import Settings
 from .source import ChangeSource
 from .stream import event_stream

@@ -2,6 +2,6 @@
 
 import sys
 
-from changesync.payloads import main
+from .generate import main
 
 sys.exit(main())

@@ -111,11 +111,15 @@ PASS_THROUGH = frozenset({str, bool, type(None)})
 def to_plain(value: Any) -> Any:
     """Convert one decoded BSON value (and everything inside it) to plain JSON values."""
     kind = type(value)
+    if kind is dict:
+        return _plain_dict(value)
+    if kind is list:
+        return _plain_list(value)
     if kind in PASS_THROUGH:
         return value
-    if kind is dict or isinstance(value, Mapping):
+    if isinstance(value, Mapping):
         return {str(key): to_plain(item) for key, item in value.items()}
-    if kind is list or kind is tuple:
+    if kind is tuple:
         return [to_plain(item) for item in value]
     converter = CONVERTERS.get(kind)
     if converter is None:
@@ -127,6 +131,49 @@ def to_plain(value: Any) -> Any:
         else:
             return str(value)
     return converter(value)
+
+
+# The hot path: documents are mostly dicts, lists, strings and small numbers. Those are handled
+# inline; a call to ``to_plain`` is made only for the values that need converting.
+
+
+def _plain_dict(document: dict[str, Any]) -> dict[str, Any]:
+    plain: dict[str, Any] = {}
+    for key, value in document.items():
+        kind = type(value)
+        if kind is str or kind is bool or value is None:
+            plain[key] = value
+        elif kind is int:
+            plain[key] = value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(value)
+        elif kind is float:
+            plain[key] = value if value - value == 0 else _float(value)  # only NaN and ±inf fail this
+        elif kind is dict:
+            plain[key] = _plain_dict(value)
+        elif kind is list:
+            plain[key] = _plain_list(value)
+        else:
+            plain[key] = to_plain(value)
+    return plain
+
+
+def _plain_list(array: list[Any]) -> list[Any]:
+    plain: list[Any] = []
+    append = plain.append
+    for value in array:
+        kind = type(value)
+        if kind is str or kind is bool or value is None:
+            append(value)
+        elif kind is int:
+            append(value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(value))
+        elif kind is float:
+            append(value if value - value == 0 else _float(value))
+        elif kind is dict:
+            append(_plain_dict(value))
+        elif kind is list:
+            append(_plain_list(value))
+        else:
+            append(to_plain(value))
+    return plain
 
 
 # --- change events ---------------------------------------------------------------------------

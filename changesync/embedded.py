@@ -6,8 +6,10 @@ separate program, never imported: install it with the ``demo`` extra.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 EXECUTABLE = "secantusd-py"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 INSTALL_HINT = "pip install 'changesync[demo]'"
 
 
@@ -35,6 +38,13 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to send SIGTERM when the parent dies. A demo killed by a signal
+    (uvicorn re-raises SIGTERM after its graceful shutdown) must not leave the server behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedServer:
@@ -69,7 +79,12 @@ class EmbeddedServer:
         ]
         # A file, not a pipe: nobody reads the server's log while it runs, and a full pipe would block it.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server; closed in stop()
-        self.process = subprocess.Popen([*command, *self.extra_args], stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [*command, *self.extra_args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -1,0 +1,227 @@
+"""Events/s through conversion + filter pipeline + JSON encoding, in one process (= one core).
+
+    python -m benchmarks.pipeline [--smoke] [--seconds S]
+
+For each typical event (``benchmarks.samples``): ``codec.to_change_event`` on the raw PyMongo-shaped
+change → ``Pipeline.process_all`` with the default routes → ``dispatch.encode_frame`` (plus
+``codec.encode_token`` for the frame's id, as the service does per event). Also, each step alone,
+the service's whole ``Dispatcher.on_change`` with no subscribers (adds metrics and the replay
+buffer), and the baseline: the raw change through ``json.dumps(default=str)`` / ``orjson.dumps``
+with no filtering at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import inspect
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from changesync.broadcast import Broker
+from changesync.codec import encode_token, to_change_event
+from changesync.dispatch import Dispatcher, encode_frame
+from changesync.metrics import Metrics
+from changesync.replay import ReplayBuffer
+from changesync.settings import load_settings
+from filters import Drop, Pipeline
+
+from . import samples
+from ._common import print_table, write_results
+
+TARGET_EVENTS_PER_S = 30_000
+# One timed round lasts about this long; the figure is the median round.
+ROUND_S = 0.1
+SMOKE_ROUND_S = 0.01
+
+
+def build_pipeline() -> tuple[Pipeline, Any]:
+    settings = load_settings(environ={})
+    return Pipeline(settings.routes, stages=settings.load_stages()), settings
+
+
+def build_dispatcher(pipeline: Pipeline, settings: Any) -> Dispatcher:
+    stream = settings.stream
+    broker = Broker(max_queue=stream.client_queue_size)
+    replay = ReplayBuffer(per_flow=stream.replay_per_flow, max_bytes=stream.replay_max_bytes)
+    options: dict[str, Any] = {"retry_ms": stream.retry_ms}
+    limits = getattr(settings, "limits", None)
+    if "max_event_bytes" in inspect.signature(Dispatcher).parameters and limits is not None:
+        options["max_event_bytes"] = limits.max_event_bytes
+    return Dispatcher(pipeline, broker, Metrics(), replay, **options)
+
+
+def changesync_path(pipeline: Pipeline, change: dict[str, Any]) -> Callable[[], int]:
+    def run() -> int:
+        position = encode_token(change["_id"])
+        result = pipeline.process_all(to_change_event(change))
+        if isinstance(result, Drop):
+            raise AssertionError(f"the sample was dropped: {result}")
+        size = 0
+        for event in result:
+            size += len(encode_frame(event, position))
+        return size
+
+    return run
+
+
+def check_output(name: str, pipeline: Pipeline, change: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark measures the real path: the event is published, private fields are gone."""
+    result = pipeline.process_all(to_change_event(change))
+    assert not isinstance(result, Drop), f"{name}: dropped ({result})"
+    frames = [encode_frame(event, encode_token(change["_id"])) for event in result]
+    for frame in frames:
+        for secret in (b"credentials", b"secrets", b"__v", b"sk-"):
+            assert secret not in frame, f"{name}: {secret!r} leaked into the frame"
+    payload = orjson.loads(frames[0].split(b"data: ", 1)[1])
+    if name == "canvas update":
+        assert payload["patch"] == [{"op": "replace", "path": "/nodes/3/position/x", "value": 412.5}], payload["patch"]
+    return {
+        "frames": len(frames),
+        "frame_bytes": len(frames[0]),
+        "raw_json_bytes": len(json.dumps(change, default=str)),
+        "event_type": payload["type"],
+    }
+
+
+def rate(function: Callable[[], Any], *, seconds: float, round_s: float) -> dict[str, float]:
+    """Median calls/s over rounds of about ``round_s``, for about ``seconds`` in all."""
+    for _ in range(50):
+        function()
+    calls = 1
+    while True:
+        started = time.perf_counter()
+        for _ in range(calls):
+            function()
+        elapsed = time.perf_counter() - started
+        if elapsed >= round_s / 4:
+            break
+        calls *= 2
+    calls = max(1, int(calls * round_s / elapsed))
+    rates = []
+    gc.collect()
+    deadline = time.perf_counter() + seconds
+    while len(rates) < 3 or time.perf_counter() < deadline:
+        started = time.perf_counter()
+        for _ in range(calls):
+            function()
+        rates.append(calls / (time.perf_counter() - started))
+    return {"per_s": statistics.median(rates), "best_per_s": max(rates), "rounds": len(rates)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a run of a few seconds that checks the benchmark works")
+    parser.add_argument(
+        "--results-dir", type=Path, default=None, help="write the JSON here (default benchmarks/results)"
+    )
+    parser.add_argument("--results-name", default="pipeline", help="write benchmarks/results/NAME.json")
+    parser.add_argument("--seconds", type=float, default=None, help="timed seconds per measurement (default 2)")
+    args = parser.parse_args(argv)
+    seconds = args.seconds if args.seconds is not None else (0.05 if args.smoke else 2.0)
+    round_s = SMOKE_ROUND_S if args.smoke else ROUND_S
+    with contextlib.suppress(OSError):  # one core, so that the figure is per core
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+
+    pipeline, settings = build_pipeline()
+    dispatcher = build_dispatcher(pipeline, settings)
+    events: dict[str, Any] = {}
+    rows = []
+    for name, change in samples.typical_events().items():
+        shape = check_output(name, pipeline, change)
+        converted = to_change_event(change)
+        processed = pipeline.process_all(converted)
+        assert not isinstance(processed, Drop)
+        position = encode_token(change["_id"])
+
+        def encode_only(processed: tuple[Any, ...] = processed, position: str = position) -> None:
+            for event in processed:
+                encode_frame(event, position)
+
+        measured = {
+            "convert": rate(lambda change=change: to_change_event(change), seconds=seconds / 4, round_s=round_s),
+            "filter": rate(
+                lambda converted=converted: pipeline.process_all(converted), seconds=seconds / 4, round_s=round_s
+            ),
+            "encode": rate(encode_only, seconds=seconds / 4, round_s=round_s),
+            "changesync": rate(changesync_path(pipeline, change), seconds=seconds, round_s=round_s),
+            "dispatcher_on_change": rate(
+                lambda change=change: dispatcher.on_change(change), seconds=seconds / 2, round_s=round_s
+            ),
+            "baseline_json": rate(
+                lambda change=change: json.dumps(change, default=str), seconds=seconds / 2, round_s=round_s
+            ),
+            "baseline_orjson": rate(
+                lambda change=change: orjson.dumps(change, default=str), seconds=seconds / 2, round_s=round_s
+            ),
+        }
+        total = measured["changesync"]["per_s"]
+        events[name] = {
+            **shape,
+            "events_per_s": {key: round(value["per_s"]) for key, value in measured.items()},
+            "microseconds_per_event": {key: round(1e6 / value["per_s"], 2) for key, value in measured.items()},
+            "ratio_changesync_vs_json": round(total / measured["baseline_json"]["per_s"], 3),
+            "ratio_changesync_vs_orjson": round(total / measured["baseline_orjson"]["per_s"], 3),
+            "target_met": total >= TARGET_EVENTS_PER_S,
+        }
+        rows.append(
+            [
+                name,
+                shape["frame_bytes"],
+                measured["convert"]["per_s"],
+                measured["filter"]["per_s"],
+                measured["encode"]["per_s"],
+                total,
+                measured["dispatcher_on_change"]["per_s"],
+                measured["baseline_json"]["per_s"],
+                measured["baseline_orjson"]["per_s"],
+                f"{total / measured['baseline_orjson']['per_s']:.2f}",
+                "yes" if total >= TARGET_EVENTS_PER_S else "NO",
+            ]
+        )
+
+    title = f"pipeline: events/s on one core (target >= {TARGET_EVENTS_PER_S:,}/s)"
+    print_table(
+        title + (" [SMOKE: figures meaningless]" if args.smoke else ""),
+        [
+            "event",
+            "frame B",
+            "convert",
+            "filter",
+            "encode",
+            "changesync",
+            "on_change",
+            "json.dumps",
+            "orjson",
+            "cs/orjson",
+            "target",
+        ],
+        rows,
+    )
+    path = write_results(
+        "pipeline",
+        {
+            "mode": "smoke" if args.smoke else "full",
+            "config": {"seconds_per_measurement": seconds, "round_s": round_s},
+            "load_average_at_end": os.getloadavg(),
+            "target_events_per_s": TARGET_EVENTS_PER_S,
+            "events": events,
+            "all_targets_met": all(event["target_met"] for event in events.values()),
+        },
+        file_name=args.results_name,
+        directory=args.results_dir,
+    )
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -17,15 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import hashlib
 import http.server
 import json
-import os
 import shutil
 import signal
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import jwt
+import npm_cache
 import pytest
 from bson import ObjectId
 
@@ -47,8 +45,6 @@ PAGE_DIR = Path(__file__).parent / "browser"
 SECRET = "browser-test-secret-at-least-32-bytes"
 SUBJECT = "alice"
 FLOW = "flow-browser"
-# A cold `npm ci` of the client's dev dependencies took ~4 s here; allow slow mirrors, then skip.
-NPM_CI_TIMEOUT_S = 180
 TSC_TIMEOUT_S = 120
 # Bound on every wait for the page (and for the whole restart scenario).
 PAGE_TIMEOUT_S = 30.0
@@ -68,43 +64,9 @@ class ClientBuild:
     dist: Path
 
 
-def _cache_home() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "changesync-tests"
-
-
 def _install_node_modules(npm: str) -> Path:
-    """``npm ci`` of clients/typescript into ``<cache>/client-<lockfile hash>/``; returns its node_modules."""
-    lock_hash = hashlib.sha256((CLIENT_DIR / "package-lock.json").read_bytes()).hexdigest()[:16]
-    target = _cache_home() / f"client-{lock_hash}"
-    if not (target / "node_modules").is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Staged and renamed into place, so a concurrent session never sees a half-installed tree.
-        staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
-        try:
-            for name in ("package.json", "package-lock.json"):
-                shutil.copy2(CLIENT_DIR / name, staging / name)
-            try:
-                result = subprocess.run(
-                    [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
-                    cwd=staging,
-                    capture_output=True,
-                    text=True,
-                    timeout=NPM_CI_TIMEOUT_S,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                pytest.skip(f"npm ci did not finish within {NPM_CI_TIMEOUT_S} s")
-            if result.returncode != 0:
-                last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-                pytest.skip(f"npm ci of clients/typescript failed with exit code {result.returncode}: {last}")
-            try:
-                staging.rename(target)
-            except OSError:
-                if not (target / "node_modules").is_dir():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target / "node_modules"
+    """The client's locked dev dependencies (tsc, playwright-core), from the shared npm cache."""
+    return npm_cache.install(CLIENT_DIR, prefix="client", npm=npm, extra_args=("--ignore-scripts",)) / "node_modules"
 
 
 @pytest.fixture(scope="session")

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import npm_cache
 import pytest
 from bson import json_util
 
 from backends import NodeWrite
 
 NODE_DIR = Path(__file__).parent / "node"
-# A cold `npm ci` of the driver took ~2 s here; allow slow mirrors, then skip rather than hang.
-NPM_CI_TIMEOUT_S = 120
 # Bound on one writer.mjs run: start Node, connect (writer.mjs allows 10 s), write, close.
 NODE_WRITE_TIMEOUT_S = 30
 
@@ -33,42 +29,9 @@ class NodeWriterError(RuntimeError):
         self.stderr = stderr
 
 
-def _cache_home() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "changesync-tests"
-
-
 def _install_writer(npm: str) -> Path:
-    """writer.mjs in ``<cache>/node-<lockfile hash>/`` next to its node_modules; raises pytest.skip.Exception."""
-    lock_hash = hashlib.sha256((NODE_DIR / "package-lock.json").read_bytes()).hexdigest()[:16]
-    target = _cache_home() / f"node-{lock_hash}"
-    if not (target / "node_modules").is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Install into a staging directory and rename it into place, so a concurrent session never
-        # sees a half-installed tree; if another session wins the rename, its tree is as good as ours.
-        staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
-        try:
-            for name in ("package.json", "package-lock.json"):
-                shutil.copy2(NODE_DIR / name, staging / name)
-            try:
-                result = subprocess.run(
-                    [npm, "ci", "--no-audit", "--no-fund"],
-                    cwd=staging,
-                    capture_output=True,
-                    text=True,
-                    timeout=NPM_CI_TIMEOUT_S,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                pytest.skip(f"npm ci did not finish within {NPM_CI_TIMEOUT_S} s")
-            if result.returncode != 0:
-                pytest.skip(f"npm ci failed with exit code {result.returncode}: {_npm_error_summary(result.stderr)}")
-            try:
-                staging.rename(target)
-            except OSError:
-                if not (target / "node_modules").is_dir():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    """writer.mjs in the cached install of its package, next to its node_modules; may skip."""
+    target = npm_cache.install(NODE_DIR, prefix="node", npm=npm)
     writer = target / "writer.mjs"
     source = (NODE_DIR / "writer.mjs").read_bytes()
     if not writer.is_file() or writer.read_bytes() != source:
@@ -77,15 +40,6 @@ def _install_writer(npm: str) -> Path:
         partial.write_bytes(source)
         partial.replace(writer)
     return writer
-
-
-def _npm_error_summary(stderr: str) -> str:
-    """npm's first error line (usually its error code) and last line (usually where the full log is)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    if not lines:
-        return "no output"
-    first = next((line for line in lines if line.startswith(("npm error", "npm ERR!"))), lines[0])
-    return first if first == lines[-1] else f"{first} ... {lines[-1]}"
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 # How often the housekeeping task looks for a shutdown request, in seconds.
 HOUSEKEEPING_INTERVAL_S = 0.2
+# Expired tokens are looked for this often: a scan of every subscriber, so not at every round.
+EXPIRY_CHECK_INTERVAL_S = 1.0
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -141,6 +143,7 @@ async def housekeeping(broker: Broker, dispatcher: Dispatcher, authorizer: Autho
     stream = settings.stream
     next_heartbeat = time.monotonic() + stream.heartbeat_interval_s
     next_access_check = time.monotonic() + settings.auth.cache_ttl_s
+    next_expiry_check = time.monotonic()
     while True:
         await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
         if shutdown_requested():
@@ -154,7 +157,9 @@ async def housekeeping(broker: Broker, dispatcher: Dispatcher, authorizer: Autho
         if now >= next_heartbeat:
             next_heartbeat = now + stream.heartbeat_interval_s
             broker.tick(Delivery("", position_frame(dispatcher.position), dispatcher.position))
-        close_expired(broker, dispatcher)
+        if now >= next_expiry_check:
+            next_expiry_check = now + EXPIRY_CHECK_INTERVAL_S
+            close_expired(broker, dispatcher)
         if now >= next_access_check:
             next_access_check = now + settings.auth.cache_ttl_s
             await close_revoked(broker, dispatcher, authorizer)

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import uvicorn
 from httpx_sse import aconnect_sse
+from prometheus_client.parser import text_string_to_metric_families
 
 from changesync.app import create_app
 from changesync.check import run_check
@@ -83,6 +84,18 @@ async def run_service(settings: Settings, *, enable_images: bool = True) -> Asyn
         server.should_exit = True
         async with asyncio.timeout(DEFAULT_TIMEOUT_S):
             await task
+
+
+async def metric(service: RunningService, name: str, **labels: str) -> float:
+    """The value of one sample on ``/metrics`` (0 when the labelled series does not exist yet)."""
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{service.base_url}/metrics")
+    response.raise_for_status()
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
 
 
 @dataclass(frozen=True)

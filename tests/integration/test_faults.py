@@ -16,13 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 
 import changesync.source
 from changesync.codec import encode_token
-from harness import Event, EventStream, RunningService, run_service, service_settings
+from harness import Event, EventStream, RunningService, metric, run_service, service_settings
 
 APP_NAME = "changesync"  # the appName of the service's MongoDB client (changesync.source.open_client)
 FLOW = "flow-faults"
@@ -168,18 +167,6 @@ async def assert_next_chunk(stream: EventStream, logs: AsyncCollection[dict[str,
     await logs.insert_one(chunk(seq))
     received = await receive_until(stream, seq)
     assert (received.seqs, received.others) == ([seq], [])
-
-
-async def metric(service: RunningService, name: str, **labels: str) -> float:
-    """The value of one sample on ``/metrics`` (0 when the labelled series does not exist yet)."""
-    async with httpx.AsyncClient() as http:
-        response = await http.get(f"{service.base_url}/metrics")
-    response.raise_for_status()
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
 
 
 async def restarts(service: RunningService, kind: str) -> float:

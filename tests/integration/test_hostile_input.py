@@ -35,7 +35,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
 from changesync.settings import Settings
-from harness import Event, EventStream, RunningService, run_service, service_settings
+from harness import Event, EventStream, RunningService, metric, run_service, service_settings
 
 # Bound on receiving the marker after an odd write: the watcher must not stall.
 # From this depth SecantusDB fails every getMore that would return the change (InternalError).
@@ -198,18 +198,6 @@ async def roomy_service(mongo_backend, database_name):
         settings_with_max_event_bytes(mongo_backend.uri, database_name, ROOMY_MAX_EVENT_BYTES)
     ) as running:
         yield running
-
-
-async def metric(service: RunningService, name: str, **labels: str) -> float:
-    """The value of one sample on ``/metrics`` (0 when the labelled series does not exist yet)."""
-    async with httpx.AsyncClient() as http:
-        response = await http.get(f"{service.base_url}/metrics")
-    response.raise_for_status()
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
 
 
 async def skipped(service: RunningService) -> dict[str, float]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import json
 import os
@@ -96,6 +97,18 @@ async def metric(service: RunningService, name: str, **labels: str) -> float:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return 0.0
+
+
+def visible(document: dict[str, Any]) -> dict[str, Any]:
+    """What the default rules let through for a canvas document."""
+    document = copy.deepcopy(document)
+    document.pop("secrets", None)
+    for key in [key for key in document if key.startswith("_") and key != "_id"]:
+        del document[key]
+    for node in document.get("nodes", []):
+        if isinstance(node, dict):
+            node.get("data", {}).pop("credentials", None)
+    return document
 
 
 @dataclass(frozen=True)

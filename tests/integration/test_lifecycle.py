@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
 import signal
 import time
@@ -23,7 +22,7 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from changesync.check import run_check
-from harness import EventStream, ServiceProcess, run_service, service_settings
+from harness import EventStream, ServiceProcess, run_service, service_settings, visible
 
 # A browser's EventSource waits `retry:` ms before reconnecting; the tests retry faster.
 RECONNECT_DELAY_S = 0.1
@@ -55,18 +54,6 @@ def canvas(flow_id: str) -> dict[str, Any]:
         "__v": 0,
         "_internalRev": 0,
     }
-
-
-def visible(document: dict[str, Any]) -> dict[str, Any]:
-    """What the default rules let through for a canvas document."""
-    document = copy.deepcopy(document)
-    document.pop("secrets", None)
-    for key in [key for key in document if key.startswith("_") and key != "_id"]:
-        del document[key]
-    for node in document.get("nodes", []):
-        if isinstance(node, dict):
-            node.get("data", {}).pop("credentials", None)
-    return document
 
 
 async def until(predicate: Callable[[], bool], what: str, timeout_s: float = SCENARIO_TIMEOUT_S) -> None:

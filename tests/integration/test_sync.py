@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import re
 
 import httpx
 import jsonpatch
 import pytest
 
-from harness import EventStream, run_service, service_settings
+from harness import EventStream, run_service, service_settings, visible
 
 DENIED_MARKERS = ("never-sent", "sk-live", "__v", "_internal", "secrets", "credentials")
 
@@ -41,18 +40,6 @@ def canvas(flow_id: str, **extra) -> dict:
         "_internalRev": 7,
         **extra,
     }
-
-
-def visible(document: dict) -> dict:
-    """What the default rules let through for a canvas document."""
-    document = copy.deepcopy(document)
-    document.pop("secrets", None)
-    for key in [key for key in document if key.startswith("_") and key != "_id"]:
-        del document[key]
-    for node in document.get("nodes", []):
-        if isinstance(node, dict):
-            node.get("data", {}).pop("credentials", None)
-    return document
 
 
 @pytest.fixture

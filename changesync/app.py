@@ -26,7 +26,7 @@ from .metrics import Metrics
 from .replay import ReplayBuffer
 from .settings import Settings, load_settings
 from .source import ChangeSource, flow_id_values, open_client
-from .stream import shutdown_requested
+from .stream import SHUTDOWN_GRACE_S, OpenStreams, shutdown_requested
 from .subscriptions import Subscriptions
 from .web import HttpGuard, State, events_schema, flow_events, healthz, http_error, metrics_endpoint, readyz
 
@@ -84,13 +84,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             route_options=settings.route_options,
             settings=stream,
         )
+        streams = OpenStreams()
         logger.info("watching %s on %s", settings.database, settings.redacted_uri)
         try:
             async with asyncio.TaskGroup() as tasks:
                 watcher = tasks.create_task(source.run(), name="changesync-watcher")
                 tasks.create_task(warn_about_images(client[settings.database], settings.routes))
                 keeper = tasks.create_task(
-                    housekeeping(broker, dispatcher, authorizer, settings), name="changesync-housekeeping"
+                    housekeeping(broker, dispatcher, authorizer, settings, streams), name="changesync-housekeeping"
                 )
                 with contextlib.suppress(TimeoutError):
                     # Start serving once the stream is open, so that a client connecting right after
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     authenticator=authenticator,
                     authorizer=authorizer,
                     event_types=frozenset(route.event_type for route in settings.routes),
+                    streams=streams,
                 )
                 broker.close_all("shutdown")
                 watcher.cancel()
@@ -138,7 +140,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
 
 
-async def housekeeping(broker: Broker, dispatcher: Dispatcher, authorizer: Authorizer, settings: Settings) -> None:
+async def housekeeping(
+    broker: Broker, dispatcher: Dispatcher, authorizer: Authorizer, settings: Settings, streams: OpenStreams
+) -> None:
     """One task for all clients: heartbeats, expired tokens, revoked access, and the farewell on shutdown."""
     stream = settings.stream
     next_heartbeat = time.monotonic() + stream.heartbeat_interval_s
@@ -152,6 +156,11 @@ async def housekeeping(broker: Broker, dispatcher: Dispatcher, authorizer: Autho
                 "", position_frame(dispatcher.position, comment="shutting down", retry_ms=stream.retry_ms)
             )
             broker.close_all("shutdown", farewell)
+            # Live streams end at once; those still busy (a snapshot, a catch-up, a client that
+            # stopped reading) are cut off after the grace period, without a farewell.
+            await asyncio.sleep(SHUTDOWN_GRACE_S)
+            if cut := streams.interrupt_all():
+                logger.warning("%d streams did not end within %g s of the shutdown; cut off", cut, SHUTDOWN_GRACE_S)
             return
         now = time.monotonic()
         if now >= next_heartbeat:

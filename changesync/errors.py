@@ -1,9 +1,10 @@
 """Exceptions raised by changesync.
 
     ChangesyncError
-    ├── ConfigError (also ValueError)   bad configuration: names the key, the value, what was expected
-    └── SourceError                     MongoDB cannot serve the change stream we need
-        └── NotAReplicaSetError         the deployment has no change streams (standalone server)
+    ├── ConfigError (also ValueError)         bad configuration: names the key, the value, what was expected
+    ├── SendTimeoutError (also TimeoutError)  a client stopped reading its stream (send_timeout_s)
+    └── SourceError                           MongoDB cannot serve the change stream we need
+        └── NotAReplicaSetError               the deployment has no change streams (standalone server)
 
 Errors of the filter pipeline live in ``filters.errors`` (``FilterError``): ``filters`` is a
 separate package that knows nothing of this one.
@@ -26,6 +27,14 @@ class ConfigError(ChangesyncError, ValueError):
         self.value = value
         self.expected = expected
         super().__init__(f"{key}: expected {expected}, got {value!r}")
+
+
+class SendTimeoutError(ChangesyncError, TimeoutError):
+    """A send to a client did not return within ``timeout_s``: its socket buffers are full."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(f"a send to the client blocked for more than {timeout_s:g} s")
 
 
 class SourceError(ChangesyncError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, TypedDict
 
 from starlette.exceptions import HTTPException
@@ -18,7 +18,7 @@ from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .schema import SCHEMA_PATH
 from .settings import Settings
 from .source import ChangeSource
-from .stream import event_stream
+from .stream import EventStream, OpenStreams, event_stream
 from .subscriptions import Join, Subscriptions, opening_frame
 
 FLOW_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:~-]{1,256}")
@@ -48,6 +48,7 @@ class State(TypedDict):
     authenticator: Authenticator
     authorizer: Authorizer
     event_types: frozenset[str]
+    streams: OpenStreams
 
 
 def error(status_code: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
@@ -64,7 +65,7 @@ def _flag(value: str | None) -> bool | None:
     raise ValueError(value)
 
 
-async def flow_events(request: Request) -> Response:
+async def flow_events(request: Request) -> Response | EventStream:
     state: State = request.scope["state"]
     settings = state["settings"]
     flow_id = request.path_params["flow_id"]
@@ -114,13 +115,18 @@ async def flow_events(request: Request) -> Response:
         broker.unsubscribe(subscriber)
         metrics.clients_connected.dec()
 
-    async def prologue() -> AsyncIterator[bytes]:
+    async def prologue() -> AsyncGenerator[bytes, None]:
         yield opening_frame(stream.retry_ms)
         async for data in state["subscriptions"].prologue(subscriber, plan):
             yield data
 
     return event_stream(
-        subscriber, prologue(), send_timeout_s=stream.send_timeout_s, retry_ms=stream.retry_ms, on_close=closed
+        subscriber,
+        prologue(),
+        send_timeout_s=stream.send_timeout_s,
+        retry_ms=stream.retry_ms,
+        on_close=closed,
+        streams=state["streams"],
     )
 
 

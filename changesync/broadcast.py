@@ -48,7 +48,7 @@ class Subscriber:
     __slots__ = (
         "_compact",
         "_deliveries",
-        "_wakeup",
+        "_waiter",
         "closed_reason",
         "expires_at",
         "flow_id",
@@ -84,7 +84,9 @@ class Subscriber:
         """When the subscriber's credentials expire (epoch seconds), if they do."""
         self._compact = compact
         self._deliveries: deque[Delivery] = deque()
-        self._wakeup = asyncio.Event()
+        # Created by wait() only while it waits: an asyncio.Event per subscriber would hold a deque
+        # (~0.7 KB) for the whole connection.
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def queued(self) -> int:
@@ -100,12 +102,12 @@ class Subscriber:
         if len(self._deliveries) >= self.max_queue and not self._make_room():
             self.overflowed = True
             self._deliveries.clear()
-            self._wakeup.set()
+            self._wake()
             return False
         self._deliveries.append(delivery)
         self.sent_since_tick = True
         if not self.held:
-            self._wakeup.set()
+            self._wake()
         return True
 
     def _make_room(self) -> bool:
@@ -124,12 +126,12 @@ class Subscriber:
             if farewell is not None:
                 self._deliveries.append(farewell)
         self.held = False
-        self._wakeup.set()
+        self._wake()
 
     def release(self) -> None:
         """Start delivering what was queued while the subscriber was held."""
         self.held = False
-        self._wakeup.set()
+        self._wake()
 
     def discard(self, unwanted: Callable[[Delivery], bool]) -> None:
         """Remove queued deliveries for which ``unwanted`` is true, keeping the order of the rest."""
@@ -142,10 +144,20 @@ class Subscriber:
         return taken
 
     async def wait(self) -> None:
-        """Wait until there is something to send or the subscription has ended."""
+        """Wait until there is something to send or the subscription has ended (one waiter: the stream)."""
         if (self.held or not self._deliveries) and not self.overflowed and self.closed_reason is None:
-            await self._wakeup.wait()
-        self._wakeup.clear()
+            if self._waiter is not None:
+                raise RuntimeError("a subscriber has one waiter at a time")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def drain(self) -> bytes:
         """Everything queued, as one chunk (several frames travel in one write)."""

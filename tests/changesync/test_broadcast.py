@@ -159,3 +159,30 @@ class TestSubscriber:
         assert subscriber.drain() == b"1bye"
         assert subscriber.finished
         assert not subscriber.offer(delivery(b"late"))
+
+    async def test_one_waiter_and_a_cancelled_wait_leaves_none(self):
+        """A second concurrent waiter is refused; after a cancelled wait the next one still wakes."""
+        broker = Broker(max_queue=10)
+        subscriber = broker.subscribe("a")
+        waiter = asyncio.create_task(subscriber.wait())
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError):
+            await subscriber.wait()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        waiter = asyncio.create_task(subscriber.wait())
+        await asyncio.sleep(0)
+        broker.publish("a", delivery(b"1"))
+        await asyncio.wait_for(waiter, 1)
+        assert subscriber.drain() == b"1"
+
+    async def test_wait_returns_at_once_when_there_is_work(self):
+        """Nothing is waited for when deliveries are queued or the subscription has overflowed."""
+        broker = Broker(max_queue=1)
+        subscriber = broker.subscribe("a")
+        broker.publish("a", delivery(b"1"))
+        await asyncio.wait_for(subscriber.wait(), 1)
+        broker.publish("a", delivery(b"2"))
+        assert subscriber.overflowed
+        await asyncio.wait_for(subscriber.wait(), 1)

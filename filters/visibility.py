@@ -49,6 +49,7 @@ class State:
         "names",
         "other_index",
         "other_name",
+        "products",
         "strips_only",
     )
 
@@ -62,6 +63,8 @@ class State:
         self.other_index: State = self
         self.strips_only = False
         """True for the state below which nothing but ``_``-prefixed names is hidden."""
+        self.products: dict[State, State] | None = None
+        """``intersect(self, other)`` by ``other``, built when first needed."""
 
 
 _HIDDEN_STATE: Final = State(HIDDEN, keeps_scalars=False, hides_underscore=False)
@@ -189,9 +192,9 @@ def step(state: State, component: PathComponent) -> State:
 
 
 def _dotted(state: State, name: str) -> State:
-    """A field name with dots is judged as the path it spells, so that a literal ``"secrets.key"``
-    cannot slip past a rule for ``secrets``. Hidden when either reading is hidden; otherwise its
-    content follows the rules for the literal name."""
+    """A field name with dots is judged both as itself and as the path it spells, so that a literal
+    ``"secrets.key"`` cannot slip past a rule for ``secrets`` (nor ``{"a.b": {"c": …}}`` past one for
+    ``a.b.c``): its content is shown only as far as both readings show it."""
     literal = state.names.get(name)
     if literal is None:
         literal = _HIDDEN_STATE if state.hides_underscore and name[:1] == "_" else state.other_name
@@ -200,7 +203,40 @@ def _dotted(state: State, name: str) -> State:
         if spelled.kind != PARTIAL:
             break
         spelled = step(spelled, part)
-    return _HIDDEN_STATE if spelled.kind == HIDDEN else literal
+    return intersect(literal, spelled)
+
+
+def intersect(first: State, second: State) -> State:
+    """The state that shows a value only as far as both ``first`` and ``second`` show it.
+
+    Built on first use and remembered on ``first``; the states reachable from a pair are pairs of
+    states of the same automaton, so there are finitely many.
+    """
+    if first is second or second.kind == OPEN or first.kind == HIDDEN:
+        return first
+    if first.kind == OPEN or second.kind == HIDDEN:
+        return second
+    if first.products is None:
+        first.products = {}
+    both = first.products.get(second)
+    if both is not None:
+        return both
+    both = State(
+        PARTIAL,
+        keeps_scalars=first.keeps_scalars and second.keeps_scalars,
+        hides_underscore=first.hides_underscore or second.hides_underscore,
+    )
+    both.strips_only = first.strips_only and second.strips_only
+    first.products[second] = both  # before the transitions: they may lead back to this pair
+    for name in first.names.keys() | second.names.keys():
+        both.names[name] = intersect(step(first, name), step(second, name))
+    for index in first.indices.keys() | second.indices.keys():
+        both.indices[index] = intersect(
+            first.indices.get(index, first.other_index), second.indices.get(index, second.other_index)
+        )
+    both.other_name = intersect(first.other_name, second.other_name)
+    both.other_index = intersect(first.other_index, second.other_index)
+    return both
 
 
 def descend(state: State, components: Sequence[PathComponent]) -> tuple[State, int]:

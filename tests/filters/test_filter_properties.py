@@ -3,8 +3,9 @@
 The reference here is written from the rules, not from the implementation: a path is hidden when a
 deny pattern matches a prefix of it (``*`` = one component, array indices skippable by named
 components) or a non-top-level-``_id`` name on it starts with ``_``; in allow-list mode it must also
-be allowed (a prefix matches an allow pattern) or lead to an allowed path. Hidden members disappear,
-hidden array elements become ``None``.
+be allowed (a prefix matches an allow pattern) or lead to an allowed path. A literal field name
+with dots is read both as itself and as the path it spells, and a path must pass under every
+reading. Hidden members disappear, hidden array elements become ``None``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,17 @@ def _leads_to(pattern: list[str], path: tuple[Any, ...]) -> bool:
     return match(0, 0)
 
 
+def readings(path: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Every way to read ``path``: each literal field name with dots as itself or as the path it spells."""
+    found: list[tuple[Any, ...]] = [()]
+    for part in path:
+        options = [(part,)]
+        if isinstance(part, str) and "." in part:
+            options.append(tuple(part.split(".")))
+        found = [reading + option for reading in found for option in options]
+    return found
+
+
 class Rules:
     def __init__(self, deny: tuple[str, ...], allow: tuple[str, ...] | None, underscore: bool) -> None:
         self.deny = [pattern.split(".") for pattern in deny]
@@ -90,9 +102,7 @@ class Rules:
         self.route = Route("c", "t", flow_id_path="_id", deny=deny, allow=allow, deny_underscore=underscore)
 
     def denied(self, path: tuple[Any, ...]) -> bool:
-        # A literal field name with dots is also judged as the path it spells.
-        spelled = tuple(piece for part in path for piece in (part.split(".") if isinstance(part, str) else [part]))
-        return self._denied(path) or (spelled != path and self._denied(spelled))
+        return any(self._denied(reading) for reading in readings(path))
 
     def _denied(self, path: tuple[Any, ...]) -> bool:
         if self.underscore and any(
@@ -102,23 +112,23 @@ class Rules:
             return True
         return any(_prefix_matches(pattern, path) for pattern in self.deny)
 
-    def _spelled_out_of_allow_list(self, path: tuple[Any, ...]) -> bool:
-        """A literal dotted name whose spelled path no allow pattern can reach is hidden as well."""
-        spelled = tuple(piece for part in path for piece in (part.split(".") if isinstance(part, str) else [part]))
-        if self.allow is None or spelled == path or spelled[:1] == ("_id",):
-            return False
-        return not self.allowed(spelled) and not self.leads_to_allowed(spelled)
-
     def allowed(self, path: tuple[Any, ...]) -> bool:
         return self.allow is None or path[:1] == ("_id",) or any(_prefix_matches(p, path) for p in self.allow)
 
     def leads_to_allowed(self, path: tuple[Any, ...]) -> bool:
         return self.allow is None or any(_leads_to(pattern, path) for pattern in self.allow)
 
+    def hidden(self, path: tuple[Any, ...], value: Any) -> bool:
+        """Hidden under some reading: denied, or neither allowed nor (for a container) on the way to
+        something allowed."""
+        return any(
+            self._denied(reading)
+            or (not self.allowed(reading) and not (self.leads_to_allowed(reading) and isinstance(value, dict | list)))
+            for reading in readings(path)
+        )
+
     def project(self, value: Any, path: tuple[Any, ...] = ()) -> Any:
-        if path and (self.denied(path) or self._spelled_out_of_allow_list(path)):
-            return ABSENT
-        if path and not self.allowed(path) and not (self.leads_to_allowed(path) and isinstance(value, dict | list)):
+        if path and self.hidden(path, value):
             return ABSENT
         if isinstance(value, dict):
             shown = {name: self.project(item, (*path, name)) for name, item in value.items()}

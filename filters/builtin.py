@@ -7,6 +7,7 @@ then called once per event. Stages are pure: they return a new event or a ``Drop
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
 
@@ -22,6 +23,7 @@ from .visibility import (
     is_visible_as_is,
     project_document,
     project_documents,
+    project_successor,
     project_update,
 )
 
@@ -215,15 +217,30 @@ def compile_visibility(route: Route, *, use_allow: bool) -> Visibility:
 
 
 class _ProjectionStage:
-    __slots__ = ("_root",)
+    __slots__ = ("_memo", "_memo_size", "_root")
 
-    def __init__(self, visibility: Visibility) -> None:
+    def __init__(self, visibility: Visibility, *, memo_size: int = 0) -> None:
+        if memo_size < 0:
+            raise ValueError(f"memo_size must be >= 0, got {memo_size}")
         self._root = visibility.root
+        self._memo_size = memo_size
+        # id(post-image) -> (post-image, its projection), oldest first. Holding the post-image itself
+        # keeps its id from being reused while the entry exists.
+        self._memo: OrderedDict[int, tuple[Document, Document]] = OrderedDict()
 
     @property
     def is_identity(self) -> bool:
         """True when the route's rules never change anything (no deny, no allow, no ``deny_underscore``)."""
         return self._root.kind == OPEN
+
+    def forget(self, document: Document | None = None) -> None:
+        """Drop the remembered projection of ``document`` (of every document when ``None``)."""
+        if document is None:
+            self._memo.clear()
+        else:
+            entry = self._memo.get(id(document))
+            if entry is not None and entry[0] is document:
+                del self._memo[id(document)]
 
     def __call__(self, event: ChangeEvent) -> ChangeEvent | Drop:
         root = self._root
@@ -233,10 +250,17 @@ class _ProjectionStage:
         shown_after: Document | None
         shown_before: Document | None
         if after is not None and before is not None:
-            shown_after, shown_before = project_documents(after, before, root)
+            remembered = self._memo.pop(id(before), None) if self._memo_size else None
+            if remembered is not None and remembered[0] is before:
+                shown_before = remembered[1]
+                shown_after = project_successor(after, before, shown_before, root)
+            else:
+                shown_after, shown_before = project_documents(after, before, root)
         else:
             shown_after = project_document(after, root) if after is not None else None
             shown_before = project_document(before, root) if before is not None else None
+        if self._memo_size and after is not None and shown_after is not None and event.operation == "update":
+            self._remember(after, shown_after)
         shown_update = update
         if update is not None:
             shown_update = project_update(update, root)
@@ -245,6 +269,13 @@ class _ProjectionStage:
         if shown_after is after and shown_before is before and shown_update is update:
             return event
         return with_documents(event, shown_after, shown_before, shown_update)
+
+    def _remember(self, document: Document, shown: Document) -> None:
+        memo = self._memo
+        memo[id(document)] = (document, shown)
+        memo.move_to_end(id(document))
+        while len(memo) > self._memo_size:
+            memo.popitem(last=False)
 
 
 class StripStage(_ProjectionStage):
@@ -257,8 +288,8 @@ class StripStage(_ProjectionStage):
     name: ClassVar[str] = "strip"
     __slots__ = ()
 
-    def __init__(self, route: Route) -> None:
-        super().__init__(compile_visibility(route, use_allow=False))
+    def __init__(self, route: Route, *, memo_size: int = 0) -> None:
+        super().__init__(compile_visibility(route, use_allow=False), memo_size=memo_size)
 
 
 class AllowStage(_ProjectionStage):
@@ -271,10 +302,10 @@ class AllowStage(_ProjectionStage):
     name: ClassVar[str] = "allow"
     __slots__ = ()
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: Route, *, memo_size: int = 0) -> None:
         if route.allow is None:
             raise InvalidRouteError(route.collection, route.allow, "AllowStage needs an allow list")
-        super().__init__(compile_visibility(route, use_allow=True))
+        super().__init__(compile_visibility(route, use_allow=True), memo_size=memo_size)
 
 
 class PatchStage:

@@ -85,9 +85,17 @@ def _diff_list(before: list[Any], after: list[Any], path: str, operations: list[
     # Equal runs at both ends are skipped, so removing or inserting one element of a long array is one
     # operation, not a replace of every element after it.
     start, end_before, end_after = 0, len(before), len(after)
-    while start < end_before and start < end_after and _same(before[start], after[start]):
+    while (
+        start < end_before
+        and start < end_after
+        and (before[start] is after[start] or _same(before[start], after[start]))
+    ):
         start += 1
-    while end_before > start and end_after > start and _same(before[end_before - 1], after[end_after - 1]):
+    while (
+        end_before > start
+        and end_after > start
+        and (before[end_before - 1] is after[end_after - 1] or _same(before[end_before - 1], after[end_after - 1]))
+    ):
         end_before -= 1
         end_after -= 1
     common = min(end_before, end_after) - start

@@ -8,7 +8,7 @@ from typing import Final
 
 from .builtin import AllowStage, DropStage, PatchStage, PostImageStage, RouteStage, StripStage
 from .errors import InvalidRouteError
-from .types import ChangeEvent, Drop, Filter, Route
+from .types import ChangeEvent, Document, Drop, Filter, Route, UpdateDescription
 
 ALL_COLLECTIONS: Final = "*"
 """The ``stages`` key whose stages run for every route (before the collection's own)."""
@@ -26,7 +26,7 @@ def stage_name(stage: Filter) -> str:
 
 
 class _Chain:
-    __slots__ = ("drop", "head", "patch", "route", "user")
+    __slots__ = ("drop", "head", "patch", "projection", "route", "routing_fields", "user")
 
     def __init__(
         self,
@@ -35,12 +35,29 @@ class _Chain:
         patch: PatchStage,
         route: RouteStage,
         drop: DropStage | None,
+        projection: AllowStage | StripStage | None,
+        routing_fields: frozenset[str],
     ) -> None:
         self.head = head
         self.user = user
         self.patch = patch
         self.route = route
         self.drop = drop
+        self.projection = projection
+        # Top-level fields that decide the flow and the privacy of a document: an update that
+        # touches none of them cannot move the document between flows.
+        self.routing_fields = routing_fields
+
+    def may_move(self, update: UpdateDescription | None) -> bool:
+        """Whether an update may change the document's flow or privacy (``True`` when unsure)."""
+        if update is None:
+            return True
+        fields = self.routing_fields
+        return (
+            any(key.partition(".")[0] in fields for key in update.updated_fields)
+            or any(key.partition(".")[0] in fields for key in update.removed_fields)
+            or any(key.partition(".")[0] in fields for key, _ in update.truncated_arrays)
+        )
 
     def flow_before(self, event: ChangeEvent) -> str | None:
         """The flow that could see the document before the change, or ``None``."""
@@ -67,11 +84,25 @@ class Pipeline:
     collection's own), patch. The first ``Drop`` ends processing.
 
     Every route, pattern, predicate and stage is checked here; problems raise ``InvalidRouteError``.
+
+    With ``memo_documents``, each route remembers the projections of its latest updated post-images
+    (that many at most). An update whose pre-image *is* one of them (the same object, as a caller that
+    keeps documents between events passes them) then projects only the paths its update changed. The
+    results are the same; a caller that drops a document it kept calls ``forget`` so that the memo
+    does not keep it alive.
     """
 
     __slots__ = ("_chains", "_routes")
 
-    def __init__(self, routes: Sequence[Route], *, stages: Mapping[str, Sequence[Filter]] | None = None) -> None:
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        *,
+        stages: Mapping[str, Sequence[Filter]] | None = None,
+        memo_documents: int = 0,
+    ) -> None:
+        if type(memo_documents) is not int or memo_documents < 0:
+            raise InvalidRouteError(None, memo_documents, "memo_documents must be an integer >= 0")
         chains: dict[str, _Chain] = {}
         by_collection: dict[str, Route] = {}
         extra = dict(stages or {})
@@ -93,11 +124,26 @@ class Pipeline:
             drop = None if drop_stage.is_noop else drop_stage
             if drop is not None:
                 head.append(drop)
-            projection = AllowStage(route) if route.allow is not None else StripStage(route)
+            projection: AllowStage | StripStage = (
+                AllowStage(route, memo_size=memo_documents)
+                if route.allow is not None
+                else StripStage(route, memo_size=memo_documents)
+            )
             if not projection.is_identity:
                 head.append(projection)
             own = _user_stages(collection, extra.get(collection, ()))
-            chains[collection] = _Chain(tuple(head), shared + own, PatchStage(route), route_stage, drop)
+            chains[collection] = _Chain(
+                tuple(head),
+                shared + own,
+                PatchStage(route),
+                route_stage,
+                drop,
+                None if projection.is_identity else projection,
+                frozenset(
+                    path.partition(".")[0]
+                    for path in (route.flow_id_path, *(key for spec in route.drop_when for key in spec))
+                ),
+            )
         self._chains = chains
         self._routes = MappingProxyType(by_collection)
 
@@ -110,6 +156,12 @@ class Pipeline:
     def collections(self) -> tuple[str, ...]:
         """The routed collection names, in the order the routes were given."""
         return tuple(self._routes)
+
+    def forget(self, collection: str, document: Document | None = None) -> None:
+        """Drop what the memo holds for ``document`` of ``collection`` (for all of them when ``None``)."""
+        chain = self._chains.get(collection)
+        if chain is not None and chain.projection is not None:
+            chain.projection.forget(document)
 
     def process(self, event: ChangeEvent) -> ChangeEvent | Drop:
         """Run ``event`` through its collection's stages; never raises because of a user stage."""
@@ -146,6 +198,9 @@ class Pipeline:
         chain = self._chains.get(event.collection)
         if chain is None:
             return result if isinstance(result, Drop) else (result,)
+        update = event.update_description
+        if isinstance(result, ChangeEvent) and event.operation == "update" and not chain.may_move(update):
+            return (result,)
         flow_before = chain.flow_before(event)
         if isinstance(result, Drop):
             if result.reason == "denied-only" or flow_before is None:

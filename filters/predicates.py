@@ -24,6 +24,7 @@ OPERATORS: Final = frozenset({"$in", "$ne", "$exists"})
 
 _EQ: Final = "$eq"
 _NUMBERS: Final = (int, float)
+_SCALARS: Final = frozenset({str, int, float})
 
 
 class Predicate:
@@ -87,7 +88,7 @@ def _collect(node: Any, components: tuple[str, ...], position: int, values: list
         values.append(node)
         return
     part = components[position]
-    if isinstance(node, Mapping):
+    if type(node) is dict or isinstance(node, Mapping):
         if part in node:
             _collect(node[part], components, position + 1, values)
     elif type(node) is list:
@@ -114,6 +115,8 @@ def same_value(left: Any, right: Any) -> bool:
     if left is right:
         return True
     left_type, right_type = type(left), type(right)
+    if left_type is right_type and left_type in _SCALARS:
+        return bool(left == right)
     if left_type is bool or right_type is bool:
         return left_type is right_type and left == right
     if isinstance(left, _NUMBERS) and isinstance(right, _NUMBERS):

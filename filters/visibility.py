@@ -288,11 +288,24 @@ def project_documents(after: Document, before: Document, root: State) -> tuple[D
     shown_after = project_document(after, root)
     if root.kind == OPEN or type(after) is not dict or type(before) is not dict or type(shown_after) is not dict:
         return shown_after, project_document(before, root)
-    return shown_after, _share_dict(before, root, after, shown_after)
+    return shown_after, _share_dict(before, root, after, shown_after, exact=False)
+
+
+def project_successor(after: Document, before: Document, shown_before: Document, root: State) -> Document:
+    """Project a post-image built from ``before`` by copy-on-write, given ``before``'s projection.
+
+    Every subtree of ``after`` that *is* (the same object as) the subtree of ``before`` at the same
+    place keeps its projection from ``shown_before``: only the changed paths are walked. The result
+    is exactly ``project_document(after, root)``, provided ``shown_before`` is that of ``before`` and
+    neither document was mutated since.
+    """
+    if root.kind == OPEN or type(after) is not dict or type(before) is not dict or type(shown_before) is not dict:
+        return project_document(after, root)
+    return _share_dict(after, root, before, shown_before, exact=True)
 
 
 def _share_dict(
-    document: dict[str, Any], state: State, reference: dict[str, Any], reference_shown: dict[str, Any]
+    document: dict[str, Any], state: State, reference: dict[str, Any], reference_shown: dict[str, Any], *, exact: bool
 ) -> dict[str, Any]:
     names = state.names
     other = state.other_name
@@ -300,7 +313,8 @@ def _share_dict(
     projected: dict[str, Any] = {}
     for name, value in document.items():
         old = reference.get(name, ABSENT)
-        if old is value or (type(old) is type(value) and old == value):
+        # ``exact``: reuse by identity only, as ``==`` would take a nested ``1`` for ``True``.
+        if old is value or (not exact and type(old) is type(value) and old == value):
             shown = reference_shown.get(name, ABSENT)
         else:
             following = names.get(name)
@@ -309,13 +323,15 @@ def _share_dict(
                     following = _dotted(state, name)
                 else:
                     following = _HIDDEN_STATE if hides_underscore and name[:1] == "_" else other
-            shown = _share_value(value, following, old, reference_shown.get(name, ABSENT))
+            shown = _share_value(value, following, old, reference_shown.get(name, ABSENT), exact)
         if shown is not ABSENT:
             projected[name] = shown
     return projected
 
 
-def _share_list(array: list[Any], state: State, reference: list[Any], reference_shown: list[Any]) -> list[Any]:
+def _share_list(
+    array: list[Any], state: State, reference: list[Any], reference_shown: list[Any], *, exact: bool
+) -> list[Any]:
     indices = state.indices
     other = state.other_index
     common = min(len(reference), len(reference_shown))
@@ -323,25 +339,25 @@ def _share_list(array: list[Any], state: State, reference: list[Any], reference_
     for position, value in enumerate(array):
         if position < common:
             old = reference[position]
-            if old is value or (type(old) is type(value) and old == value):
+            if old is value or (not exact and type(old) is type(value) and old == value):
                 projected.append(reference_shown[position])
                 continue
             old_shown = reference_shown[position]
         else:
             old = old_shown = ABSENT
         following = indices.get(position, other) if indices else other
-        shown = _share_value(value, following, old, old_shown)
+        shown = _share_value(value, following, old, old_shown, exact)
         projected.append(None if shown is ABSENT else shown)
     return projected
 
 
-def _share_value(value: Any, state: State, old: Any, old_shown: Any) -> Any:
+def _share_value(value: Any, state: State, old: Any, old_shown: Any, exact: bool) -> Any:
     if state.kind == PARTIAL:
         kind_of_value = type(value)
         if kind_of_value is dict and type(old) is dict and type(old_shown) is dict:
-            return _share_dict(value, state, old, old_shown)
+            return _share_dict(value, state, old, old_shown, exact=exact)
         if kind_of_value is list and type(old) is list and type(old_shown) is list:
-            return _share_list(value, state, old, old_shown)
+            return _share_list(value, state, old, old_shown, exact=exact)
     return project_value(value, state)
 
 

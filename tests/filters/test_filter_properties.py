@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from unittest import mock
 
 import jsonpatch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from filters import ChangeEvent, Drop, Pipeline, Route, UpdateDescription, apply_patch, apply_update
+from filters import ChangeEvent, Drop, Pipeline, Route, UpdateDescription, apply_patch, apply_update, builtin
 
 SETTINGS = settings(
     max_examples=200,
@@ -487,3 +488,34 @@ class TestRobustness:
             for document in (result.full_document, result.full_document_before_change):
                 if document is not None:
                     assert rules.project(document) == document
+
+
+class TestMemo:
+    @SETTINGS
+    @given(before=documents, rules=rule_sets, data=st.data())
+    def test_successive_updates(self, before: dict[str, Any], rules: Rules, data: st.DataObject) -> None:
+        """Fed each post-image as the next pre-image, a remembering pipeline projects exactly and patches correctly."""
+        pipeline = Pipeline([rules.route], memo_documents=2)
+        reused = 0
+        with mock.patch("filters.builtin.project_successor", wraps=builtin.project_successor) as successor:
+            for _ in range(data.draw(st.integers(2, 4), label="updates")):
+                update = describe(before, mutate(before, data), data)
+                after = apply_update(before, update)
+                result = pipeline.process(update_event(after, before, update))
+                reused = successor.call_count
+                if after is not before:  # an empty update leaves the very same document
+                    pipeline.forget("c", before)
+                if isinstance(result, Drop):
+                    assert result.reason == "denied-only"
+                    assert rules.project(before) == rules.project(after)
+                else:
+                    assert canonical(result.full_document) == canonical(rules.project(after))
+                    assert canonical(result.full_document_before_change) == canonical(rules.project(before))
+                    assert result.patch is not None
+                    check_patch(result.full_document_before_change, result.patch, result.full_document)
+                before = after
+        event(f"memo reused: {min(reused, 2)}")
+        if rules.allow is None and not rules.deny and not rules.underscore:
+            assert reused == 0  # the route changes nothing: no projection stage, no memo
+        else:
+            assert reused >= 1

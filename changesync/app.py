@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """Build the service. Without ``settings``, they are read from ``CHANGESYNC_*`` and the config file."""
     if settings is None:
         settings = load_settings(environ=os.environ)
-    pipeline = Pipeline(settings.routes, stages=settings.load_stages())
+    stages = settings.load_stages()
+    pipeline = Pipeline(settings.routes, stages=stages)
     authenticator = Authenticator(settings.auth)
     if not authenticator.enabled:
         logger.warning("authentication is off (auth.mode = none): anyone who can reach the port reads every flow")
@@ -57,8 +58,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             compact=make_compactor(policies, coalesced=coalesced_delivery, collapsed=collapsed_delivery),
         )
         replay = ReplayBuffer(per_flow=stream.replay_per_flow, max_bytes=stream.replay_max_bytes)
-        dispatcher = Dispatcher(
-            pipeline, broker, metrics, replay, retry_ms=stream.retry_ms, max_event_bytes=settings.limits.max_event_bytes
+        dispatcher = Dispatcher.from_settings(
+            settings, broker, metrics, replay, history_pipeline=pipeline, stages=stages
         )
         broker.on_overflow = dispatcher.on_overflow
         client = open_client(settings.mongodb_uri)

@@ -206,10 +206,14 @@ def _without_bad_flow_id(plain: dict[str, Any], raw: Mapping[str, Any], path: Se
     return copy
 
 
-def to_change_event(raw: Mapping[str, Any], *, flow_id_path: Sequence[str] | None = None) -> ChangeEvent:
+def to_change_event(
+    raw: Mapping[str, Any], *, flow_id_path: Sequence[str] | None = None, before: dict[str, Any] | None = None
+) -> ChangeEvent:
     """Convert a raw data change event (insert/update/replace/delete) for the filter pipeline.
 
     With ``flow_id_path``, a flow id of a type that cannot name a flow becomes null (unroutable).
+    ``before``, when the event has a pre-image, is that pre-image already converted: the caller
+    vouches that it is the document's state before this change.
     """
     operation = raw["operationType"]
     if operation not in DATA_OPERATIONS:
@@ -224,7 +228,11 @@ def to_change_event(raw: Mapping[str, Any], *, flow_id_path: Sequence[str] | Non
         document_id=document_key.get("_id"),
         document_key=document_key,
         full_document=_document(raw.get("fullDocument"), flow_id_path),
-        full_document_before_change=_document(raw.get("fullDocumentBeforeChange"), flow_id_path),
+        full_document_before_change=(
+            before
+            if before is not None and raw.get("fullDocumentBeforeChange") is not None
+            else _document(raw.get("fullDocumentBeforeChange"), flow_id_path)
+        ),
         update_description=None if description is None else _update_description(description, flow_id_path),
         cluster_time=(cluster_time.time, cluster_time.inc) if isinstance(cluster_time, Timestamp) else None,
         wall_time=to_plain(wall_time) if wall_time is not None else None,
@@ -242,7 +250,11 @@ def _update_description(description: Mapping[str, Any], flow_id_path: Sequence[s
     raw_fields = description.get("updatedFields") or {}
     updated_fields: dict[str, Any] = to_plain(raw_fields)
     if flow_id_path is not None:
-        updated_fields = _without_bad_flow_id(updated_fields, raw_fields, [".".join(flow_id_path)])
+        # The flow id may be set by its own key or with a parent ("meta" for "meta.flowId").
+        for depth in range(1, len(flow_id_path) + 1):
+            key = ".".join(flow_id_path[:depth])
+            if key in raw_fields:
+                updated_fields = _without_bad_flow_id(updated_fields, raw_fields, [key, *flow_id_path[depth:]])
     return UpdateDescription(
         updated_fields=updated_fields,
         removed_fields=tuple(description.get("removedFields") or ()),

@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 
-from filters import ChangeEvent, Drop, Pipeline
+from filters import ChangeEvent, Drop, PatchConflictError, Pipeline, apply_update
 
 from .broadcast import Broker, Delivery, Subscriber
-from .codec import encode_token, to_change_event
+from .codec import encode_token, to_change_event, to_plain
 from .events import (
     RESYNC,
     change_payload,
@@ -30,14 +30,18 @@ from .events import (
     oversize_payload,
     resync_frame,
 )
+from .images import PostImages
 from .logs import RateLimitedLog
 from .metrics import Metrics
 from .replay import ReplayBuffer
+from .settings import Settings
 from .source import DATA_OPERATIONS, Change
 
 logger = logging.getLogger(__name__)
 
 ClusterTime = tuple[int, int]
+# A safety bound only: the live pipeline forgets each document when the dispatcher lets it go.
+MEMO_DOCUMENTS = 100_000
 
 
 def encode_frame(event: ChangeEvent, position: str) -> bytes:
@@ -95,8 +99,14 @@ class Dispatcher:
         *,
         retry_ms: int,
         max_event_bytes: int = 1024 * 1024,
+        document_cache_bytes: int = 0,
+        history_pipeline: Pipeline | None = None,
     ) -> None:
+        """``pipeline`` filters the live stream; give it a memo (``memo_documents``) when
+        ``document_cache_bytes`` is on, and a ``history_pipeline`` without one for catch-ups."""
         self.pipeline = pipeline
+        self.history_pipeline = history_pipeline or pipeline
+        self.images = PostImages(document_cache_bytes, on_evict=pipeline.forget)
         self.broker = broker
         self.metrics = metrics
         self.replay = replay
@@ -112,12 +122,40 @@ class Dispatcher:
         }
         self._polls_completed = 0
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        broker: Broker,
+        metrics: Metrics,
+        replay: ReplayBuffer,
+        *,
+        history_pipeline: Pipeline | None = None,
+        stages: Mapping[str, Any] | None = None,
+    ) -> Dispatcher:
+        """The service's dispatcher: the live pipeline remembers projections when the document cache is on."""
+        stream = settings.stream
+        stages = settings.load_stages() if stages is None else stages
+        memo_documents = MEMO_DOCUMENTS if stream.document_cache_bytes else 0
+        return cls(
+            Pipeline(settings.routes, stages=stages, memo_documents=memo_documents),
+            broker,
+            metrics,
+            replay,
+            retry_ms=stream.retry_ms,
+            max_event_bytes=settings.limits.max_event_bytes,
+            document_cache_bytes=stream.document_cache_bytes,
+            history_pipeline=history_pipeline or Pipeline(settings.routes, stages=stages),
+        )
+
     # --- the live stream ----------------------------------------------------------------------
 
     def on_start(self, start_time: ClusterTime | None, position: Mapping[str, Any] | None) -> None:
         """The stream (re)opened at ``start_time``; nothing before it will be dispatched live."""
         if start_time is not None:
             self.clock = Clock(start_time, set())
+        # A reopened stream resumes where it stopped, but a change may have been stepped over.
+        self.images.clear()
         if position is not None:
             self.position = encode_token(position)
 
@@ -133,7 +171,7 @@ class Dispatcher:
                     self.replay.record(flow_id, Delivery(delivery.event_type, delivery.frame, position))
                     delivered = self.broker.publish(flow_id, delivery)
                     if delivered:
-                        self.metrics.events_out.labels(type=delivery.event_type).inc(delivered)
+                        self.metrics.labelled(self.metrics.events_out, delivery.event_type).inc(delivered)
             elif operation in ("drop", "rename"):
                 self._on_collection_gone(change, str(operation))
             elif operation in ("dropDatabase", "invalidate"):
@@ -141,6 +179,7 @@ class Dispatcher:
                 self.reset("database-dropped" if operation == "dropDatabase" else "invalidated")
         except Exception as exc:
             # One event must never stop the stream: count it, log it, go on with the next.
+            self.images.clear()
             self.metrics.events_skipped.labels(reason="internal-error").inc()
             self._rare.warning("internal-error", "skipped a %s event after an internal error (%r)", operation, exc)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
@@ -192,20 +231,30 @@ class Dispatcher:
         collection = str(change.get("ns", {}).get("coll", ""))
         operation = str(change.get("operationType"))
         if live:
-            self.metrics.events_in.labels(collection=collection, operation=operation).inc()
+            self.metrics.labelled(self.metrics.events_in, collection, operation).inc()
         try:
-            event = to_change_event(change, flow_id_path=self._flow_id_paths.get(collection))
+            if live:
+                event = self.convert(change, collection)
+            else:
+                event = to_change_event(change, flow_id_path=self._flow_id_paths.get(collection))
         except Exception as exc:
+            self.images.clear()
             self.metrics.events_skipped.labels(reason="malformed").inc()
             self._rare.warning(
                 "malformed", "skipped a malformed %s event on %s (%s)", operation, collection, type(exc).__name__
             )
             return []
-        result = self.pipeline.process_all(event)
+        if live:
+            result = self.pipeline.process_all(event)
+            before = event.full_document_before_change
+            if before is not None and before is not event.full_document:
+                self.pipeline.forget(collection, before)
+        else:
+            result = self.history_pipeline.process_all(event)
         if isinstance(result, Drop):
             if not live:
                 return []
-            self.metrics.events_dropped.labels(reason=result.reason, collection=collection).inc()
+            self.metrics.labelled(self.metrics.events_dropped, result.reason, collection).inc()
             if result.reason in ("unroutable", "unverifiable", "stage-error"):
                 self._rare.warning(
                     f"{result.reason}:{collection}",
@@ -217,6 +266,44 @@ class Dispatcher:
                 )
             return []
         return list(self._encode(result, position, live=live))
+
+    def convert(self, change: Change, collection: str) -> ChangeEvent:
+        """``to_change_event`` for the live stream: an update's post-image is built here and kept, and
+        the next update of the same document starts from it instead of converting its pre-image."""
+        flow_id_path = self._flow_id_paths.get(collection)
+        images = self.images
+        operation = change.get("operationType")
+        # An inserted document has no image kept: its id was deleted (and let go) or never used.
+        if not images.enabled or operation == "insert":
+            return to_change_event(change, flow_id_path=flow_id_path)
+        document_id = to_plain((change.get("documentKey") or {}).get("_id"))
+        if operation != "update":
+            images.discard(collection, document_id)
+            return to_change_event(change, flow_id_path=flow_id_path)
+        kept = images.get(collection, document_id) if change.get("fullDocumentBeforeChange") is not None else None
+        event = to_change_event(change, flow_id_path=flow_id_path, before=None if kept is None else kept[0])
+        before, update = event.full_document_before_change, event.update_description
+        if before is None or update is None:
+            images.discard(collection, document_id)
+            return event
+        try:
+            after = apply_update(before, update)
+            size = kept[1] + len(orjson.dumps(update.updated_fields)) if kept else len(orjson.dumps(after))
+        except (PatchConflictError, TypeError, orjson.JSONEncodeError):
+            images.discard(collection, document_id)
+            return event
+        images.put(collection, document_id, after, size)
+        return ChangeEvent(
+            collection=event.collection,
+            operation=event.operation,
+            document_id=event.document_id,
+            full_document=after,
+            full_document_before_change=before,
+            update_description=update,
+            cluster_time=event.cluster_time,
+            wall_time=event.wall_time,
+            document_key=event.document_key,
+        )
 
     def _encode(self, events: Iterable[ChangeEvent], position: str, *, live: bool) -> Iterable[tuple[str, Delivery]]:
         for event in events:
@@ -234,20 +321,21 @@ class Dispatcher:
                 )
                 continue
             if live:
-                self.metrics.events_published.labels(type=event.event_type, collection=event.collection).inc()
+                self.metrics.labelled(self.metrics.events_published, event.event_type, event.collection).inc()
             yield event.flow_id, Delivery(event.event_type, data, position, event)
 
     # --- resets -------------------------------------------------------------------------------
 
     def _on_collection_gone(self, change: Change, operation: str) -> None:
         collection = str(change.get("ns", {}).get("coll", ""))
-        self.metrics.events_in.labels(collection=collection, operation=operation).inc()
+        self.metrics.labelled(self.metrics.events_in, collection, operation).inc()
         logger.warning("watched collection %s saw %s; every client must resync", collection, operation)
         self.reset(f"collection-{operation}")
 
     def reset(self, reason: str) -> None:
         """Every client must reload: what it holds can no longer be brought up to date by events."""
         self.replay.forget()
+        self.images.clear()
         self.broker.announce(
             lambda flow_id: Delivery(RESYNC, resync_frame(flow_id, reason, event_id=self.position), self.position)
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -64,6 +66,17 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
             registry=self.registry,
         )
+
+        self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
+
+    def labelled(self, metric: Counter, *values: str) -> Any:
+        """``metric.labels(*values)`` (in label order), looked up once: ``labels`` validates and takes a
+        lock on every call, which the per-event path cannot afford. Label values must be bounded."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

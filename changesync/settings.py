@@ -59,6 +59,7 @@ class StreamSettings:
     catch_up_timeout_s: float = 30.0
     replay_per_flow: int = 256
     replay_max_bytes: int = 64 * 1024 * 1024
+    document_cache_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +278,7 @@ SCALARS: dict[str, Parser] = {
     "stream.catch_up_timeout_s": _seconds(0),
     "stream.replay_per_flow": _integer(0, 100_000),
     "stream.replay_max_bytes": _integer(0, 2**40),
+    "stream.document_cache_bytes": _integer(0, 2**40),
     "log.level": _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True),
     "log.format": _choice("auto", "json", "text"),
     "auth.mode": _choice("jwt", "none"),

@@ -35,6 +35,7 @@ from .broadcast import Broker, Delivery, Subscriber
 from .codec import decode_token, encode_token, routable_flow_id, to_plain
 from .dispatch import Clock, Dispatcher, cluster_time_of
 from .events import SNAPSHOT, comment_frame, frame, resync_frame
+from .images import document_key
 from .settings import RouteOptions, StreamSettings
 from .source import DATA_OPERATIONS, POSITION_LOST_CODES, ChangeSource
 
@@ -203,7 +204,7 @@ class Subscriptions:
             for document in raw:
                 filtered = self._filter_document(collection, document)
                 if filtered is not None and filtered.flow_id == flow_id:
-                    documents[collection][_key(filtered.document_id)] = filtered.full_document
+                    documents[collection][document_key(filtered.document_id)] = filtered.full_document
             collections[collection] = {"eventType": route.event_type, "truncated": len(raw) >= limit > 1}
         async with asyncio.timeout(self.settings.snapshot_timeout_s):
             await self.dispatcher.barrier(read_time, polls_started)
@@ -215,7 +216,7 @@ class Subscriptions:
                 earlier.append(delivery.frame)
                 continue
             folded = documents[event.collection]
-            key = _key(event.document_id)
+            key = document_key(event.document_id)
             if event.operation == "delete":
                 folded.pop(key, None)
             elif event.full_document is None:
@@ -247,10 +248,6 @@ class Subscriptions:
         )
         result = self.pipeline.process(event)
         return result if isinstance(result, ChangeEvent) else None
-
-
-def _key(document_id: Any) -> Any:
-    return document_id if isinstance(document_id, str | int | float | bool | type(None)) else repr(document_id)
 
 
 def opening_frame(retry_ms: int) -> bytes:

@@ -110,6 +110,30 @@ class TestChangeEvent:
         assert description.truncated_arrays == (("edges", 2),)
         assert description.disambiguated_paths == {"a.0": ("a", "0")}
 
+    @pytest.mark.parametrize(
+        ("updated", "expected"),
+        [
+            ({"meta.flowId": Decimal128("1.5")}, {"meta.flowId": None}),
+            ({"meta": {"flowId": Decimal128("1.5"), "x": 1}}, {"meta": {"flowId": None, "x": 1}}),
+            ({"meta": {"flowId": "f1"}}, {"meta": {"flowId": "f1"}}),
+            (
+                {"meta": {"flowId": ObjectId("6b086caea4575a1bc27dcdf6")}},
+                {"meta": {"flowId": "6b086caea4575a1bc27dcdf6"}},
+            ),
+        ],
+    )
+    def test_flow_id_of_the_wrong_type_set_by_key_or_parent(self, updated, expected):
+        """A flow id that cannot name a flow becomes null whether the update sets it or its parent."""
+        raw = {
+            "operationType": "update",
+            "ns": {"db": "d", "coll": "c"},
+            "documentKey": {"_id": 1},
+            "updateDescription": {"updatedFields": updated, "removedFields": []},
+        }
+        event = to_change_event(raw, flow_id_path=("meta", "flowId"))
+        assert event.update_description is not None
+        assert event.update_description.updated_fields == expected
+
     def test_rejects_non_data_events(self):
         """DDL events are not data changes."""
         with pytest.raises(ValueError, match="not a data change"):

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
-import inspect
+import itertools
 import json
 import os
 import statistics
@@ -32,7 +33,7 @@ from changesync.dispatch import Dispatcher, encode_frame
 from changesync.metrics import Metrics
 from changesync.replay import ReplayBuffer
 from changesync.settings import load_settings
-from filters import Drop, Pipeline
+from filters import Drop
 
 from . import samples
 from ._common import print_table, write_results
@@ -41,55 +42,77 @@ TARGET_EVENTS_PER_S = 30_000
 # One timed round lasts about this long; the figure is the median round.
 ROUND_S = 0.1
 SMOKE_ROUND_S = 0.01
+# Consecutive updates of one document, replayed round and round (a node dragged, a run progressing).
+SEQUENCE_LENGTH = 2_000
+# Updates of the sequence checked to give the same frames with and without the document cache.
+EQUIVALENCE_CHECKS = 200
 
 
-def build_pipeline() -> tuple[Pipeline, Any]:
-    settings = load_settings(environ={})
-    return Pipeline(settings.routes, stages=settings.load_stages()), settings
-
-
-def build_dispatcher(pipeline: Pipeline, settings: Any) -> Dispatcher:
+def build_dispatcher(*, document_cache: bool = True) -> Dispatcher:
+    """The service's dispatcher with the default settings (optionally without the document cache)."""
+    settings = load_settings(environ={} if document_cache else {"CHANGESYNC_STREAM_DOCUMENT_CACHE_BYTES": "0"})
     stream = settings.stream
-    broker = Broker(max_queue=stream.client_queue_size)
-    replay = ReplayBuffer(per_flow=stream.replay_per_flow, max_bytes=stream.replay_max_bytes)
-    options: dict[str, Any] = {"retry_ms": stream.retry_ms}
-    limits = getattr(settings, "limits", None)
-    if "max_event_bytes" in inspect.signature(Dispatcher).parameters and limits is not None:
-        options["max_event_bytes"] = limits.max_event_bytes
-    return Dispatcher(pipeline, broker, Metrics(), replay, **options)
+    return Dispatcher.from_settings(
+        settings,
+        Broker(max_queue=stream.client_queue_size),
+        Metrics(),
+        ReplayBuffer(per_flow=stream.replay_per_flow, max_bytes=stream.replay_max_bytes),
+    )
 
 
-def changesync_path(pipeline: Pipeline, change: dict[str, Any]) -> Callable[[], int]:
-    def run() -> int:
-        position = encode_token(change["_id"])
-        result = pipeline.process_all(to_change_event(change))
-        if isinstance(result, Drop):
-            raise AssertionError(f"the sample was dropped: {result}")
-        size = 0
-        for event in result:
-            size += len(encode_frame(event, position))
-        return size
+def frames_of(dispatcher: Dispatcher, change: dict[str, Any]) -> list[bytes]:
+    """What the service publishes for ``change``: the changesync path, as ``Dispatcher.render`` runs it
+    (the frame's id, conversion with the document cache, the pipeline, one encoding per event)."""
+    position = encode_token(change["_id"])
+    collection = change["ns"]["coll"]
+    result = dispatcher.pipeline.process_all(dispatcher.convert(change, collection))
+    if isinstance(result, Drop):
+        raise AssertionError(f"the sample was dropped: {result}")
+    return [encode_frame(event, position) for event in result]
+
+
+def cycling(changes: list[dict[str, Any]], step: Callable[[dict[str, Any]], Any]) -> Callable[[], Any]:
+    """A zero-argument call that runs ``step`` on the next change, round and round."""
+    upcoming = itertools.cycle(changes)
+    return lambda: step(next(upcoming))
+
+
+def first_updates(change: dict[str, Any], step: Callable[[dict[str, Any]], Any]) -> Callable[[], Any]:
+    """A zero-argument call that runs ``step`` on ``change`` for a document id never seen before:
+    every call is the first update of its document, as the cache sees it."""
+    counter = itertools.count()
+
+    def run() -> Any:
+        fresh = dict(change)
+        fresh["documentKey"] = {"_id": f"cold-{next(counter)}"}
+        return step(fresh)
 
     return run
 
 
-def check_output(name: str, pipeline: Pipeline, change: dict[str, Any]) -> dict[str, Any]:
-    """The benchmark measures the real path: the event is published, private fields are gone."""
-    result = pipeline.process_all(to_change_event(change))
-    assert not isinstance(result, Drop), f"{name}: dropped ({result})"
-    frames = [encode_frame(event, encode_token(change["_id"])) for event in result]
+def check_output(name: str, change: dict[str, Any], sequence: list[dict[str, Any]]) -> dict[str, Any]:
+    """The benchmark measures the real path: the event is published, private fields are gone, and the
+    document cache changes nothing: a sequence of updates gives the same frames with and without it."""
+    frames = frames_of(build_dispatcher(), change)
     for frame in frames:
         for secret in (b"credentials", b"secrets", b"__v", b"sk-"):
             assert secret not in frame, f"{name}: {secret!r} leaked into the frame"
     payload = orjson.loads(frames[0].split(b"data: ", 1)[1])
     if name == "canvas update":
         assert payload["patch"] == [{"op": "replace", "path": "/nodes/3/position/x", "value": 412.5}], payload["patch"]
+    cached, uncached = build_dispatcher(), build_dispatcher(document_cache=False)
+    for index, step in enumerate(sequence[:EQUIVALENCE_CHECKS]):
+        assert frames_of(cached, step) == frames_of(uncached, step), f"{name}: update {index} differs with the cache"
     return {
         "frames": len(frames),
         "frame_bytes": len(frames[0]),
         "raw_json_bytes": len(json.dumps(change, default=str)),
         "event_type": payload["type"],
     }
+
+
+def _part(timed: dict[str, float], divisor: int = 4) -> dict[str, float]:
+    return {"seconds": timed["seconds"] / divisor, "round_s": timed["round_s"]}
 
 
 def rate(function: Callable[[], Any], *, seconds: float, round_s: float) -> dict[str, float]:
@@ -131,13 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(OSError):  # one core, so that the figure is per core
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
 
-    pipeline, settings = build_pipeline()
-    dispatcher = build_dispatcher(pipeline, settings)
     events: dict[str, Any] = {}
     rows = []
     for name, change in samples.typical_events().items():
-        shape = check_output(name, pipeline, change)
+        is_update = change["operationType"] == "update"
+        sequence = samples.update_sequence(name, SEQUENCE_LENGTH) if is_update else [change]
+        shape = check_output(name, change, sequence)
         converted = to_change_event(change)
+        pipeline = build_dispatcher(document_cache=False).pipeline
         processed = pipeline.process_all(converted)
         assert not isinstance(processed, Drop)
         position = encode_token(change["_id"])
@@ -146,22 +170,22 @@ def main(argv: list[str] | None = None) -> int:
             for event in processed:
                 encode_frame(event, position)
 
+        warm, cold, on_change = build_dispatcher(), build_dispatcher(), build_dispatcher()
+        timed = {"seconds": seconds, "round_s": round_s}
         measured = {
-            "convert": rate(lambda change=change: to_change_event(change), seconds=seconds / 4, round_s=round_s),
-            "filter": rate(
-                lambda converted=converted: pipeline.process_all(converted), seconds=seconds / 4, round_s=round_s
+            "convert": rate(lambda change=change: to_change_event(change), **_part(timed)),
+            "filter": rate(functools.partial(pipeline.process_all, converted), **_part(timed)),
+            "encode": rate(encode_only, **_part(timed)),
+            "changesync": rate(cycling(sequence, functools.partial(frames_of, warm)), **timed),
+            "changesync_first_update": rate(
+                first_updates(change, functools.partial(frames_of, cold))
+                if is_update
+                else cycling(sequence, functools.partial(frames_of, cold)),
+                **_part(timed, 2),
             ),
-            "encode": rate(encode_only, seconds=seconds / 4, round_s=round_s),
-            "changesync": rate(changesync_path(pipeline, change), seconds=seconds, round_s=round_s),
-            "dispatcher_on_change": rate(
-                lambda change=change: dispatcher.on_change(change), seconds=seconds / 2, round_s=round_s
-            ),
-            "baseline_json": rate(
-                lambda change=change: json.dumps(change, default=str), seconds=seconds / 2, round_s=round_s
-            ),
-            "baseline_orjson": rate(
-                lambda change=change: orjson.dumps(change, default=str), seconds=seconds / 2, round_s=round_s
-            ),
+            "dispatcher_on_change": rate(cycling(sequence, on_change.on_change), **_part(timed, 2)),
+            "baseline_json": rate(lambda change=change: json.dumps(change, default=str), **_part(timed, 2)),
+            "baseline_orjson": rate(lambda change=change: orjson.dumps(change, default=str), **_part(timed, 2)),
         }
         total = measured["changesync"]["per_s"]
         events[name] = {
@@ -179,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 measured["convert"]["per_s"],
                 measured["filter"]["per_s"],
                 measured["encode"]["per_s"],
+                measured["changesync_first_update"]["per_s"],
                 total,
                 measured["dispatcher_on_change"]["per_s"],
                 measured["baseline_json"]["per_s"],
@@ -197,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             "convert",
             "filter",
             "encode",
+            "1st update",
             "changesync",
             "on_change",
             "json.dumps",

@@ -4,6 +4,9 @@
   ``data.credentials``, plus board ``secrets`` and ``__v``, with its pre-image;
 - an execution update: one node of a 20-node run finishes, with its pre-image;
 - a log chunk insert: one LLM output chunk in ``flow_logs``.
+
+``update_sequence`` gives consecutive updates of one document, each with the pre-image the server
+would send (the state the previous one left): a node being dragged, an execution progressing.
 """
 
 from __future__ import annotations
@@ -164,6 +167,34 @@ def log_chunk_insert(rng: random.Random) -> dict[str, Any]:
     change = _envelope(rng, "flow_logs", "insert", document["_id"])
     change["fullDocument"] = document
     return change
+
+
+def update_sequence(name: str, count: int, seed: int = 7) -> list[dict[str, Any]]:
+    """``count`` consecutive updates of the document of the typical update ``name``."""
+    base = typical_events(seed)[name]
+    rng = random.Random(seed)
+    before = base["fullDocumentBeforeChange"]
+    changes = []
+    for index in range(count):
+        after = copy.deepcopy(before)
+        if name == "canvas update":
+            fields: dict[str, Any] = {"nodes.3.position.x": 100.0 + index, "updatedAt": _now()}
+            after["nodes"][3]["position"]["x"] = fields["nodes.3.position.x"]
+            after["updatedAt"] = fields["updatedAt"]
+        elif name == "execution update":
+            node = f"n{index % NODE_COUNT}"
+            status = ("running", "success")[index // NODE_COUNT % 2]
+            fields = {f"nodes.{node}.status": status, f"nodes.{node}.finishedAt": _now()}
+            after["nodes"][node]["status"] = fields[f"nodes.{node}.status"]
+            after["nodes"][node]["finishedAt"] = fields[f"nodes.{node}.finishedAt"]
+        else:
+            raise ValueError(f"no update sequence for {name!r}")
+        change = _envelope(rng, base["ns"]["coll"], "update", base["documentKey"]["_id"])
+        change["updateDescription"] = {"updatedFields": fields, "removedFields": [], "truncatedArrays": []}
+        change["fullDocumentBeforeChange"] = before
+        changes.append(change)
+        before = after
+    return changes
 
 
 def typical_events(seed: int = 7) -> dict[str, dict[str, Any]]:

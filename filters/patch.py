@@ -68,9 +68,10 @@ def _diff_member(old: Any, new: Any, path: str, operations: list[PatchOperation]
 
 
 def _diff_dict(before: dict[str, Any], after: dict[str, Any], path: str, operations: list[PatchOperation]) -> None:
-    for name in before:
-        if name not in after:
-            operations.append({"op": "remove", "path": f"{path}/{escape_token(name)}"})
+    if before.keys() != after.keys():
+        for name in before:
+            if name not in after:
+                operations.append({"op": "remove", "path": f"{path}/{escape_token(name)}"})
     for name, new in after.items():
         old = before.get(name, _MISSING)
         if old is new:

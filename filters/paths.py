@@ -5,6 +5,7 @@ A path is a tuple of components: ``str`` for a field name, ``int`` for an array 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -54,6 +55,12 @@ def update_key_components(key: str, disambiguated: Mapping[str, Any]) -> tuple[P
                 return components
     if "." not in key:
         return (key,)
+    return _split_update_key(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _split_update_key(key: str) -> tuple[PathComponent, ...]:
+    # Remembered: the same fields are updated again and again (a dragged node's position).
     head, *rest = key.split(".")
     return (head, *(int(part) if is_array_index(part) else part for part in rest))
 

@@ -28,7 +28,17 @@ from .settings import Settings, load_settings
 from .source import ChangeSource, flow_id_values, open_client
 from .stream import SHUTDOWN_GRACE_S, OpenStreams, shutdown_requested
 from .subscriptions import Subscriptions
-from .web import HttpGuard, State, events_schema, flow_events, healthz, http_error, metrics_endpoint, readyz
+from .web import (
+    HttpGuard,
+    State,
+    events_schema,
+    flow_events,
+    healthz,
+    http_error,
+    internal_error,
+    metrics_endpoint,
+    readyz,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +146,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/schema/events.json", events_schema, methods=["GET"]),
         ],
         middleware=middleware,
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
         lifespan=lifespan,
     )
 

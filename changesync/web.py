@@ -170,6 +170,14 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error(exc.status_code, exc.detail)
 
 
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """An unexpected error: a JSON 500. Starlette sends it from outside ``HttpGuard``, so the security
+    headers are set here. The exception itself is logged by the server, never sent."""
+    response = error(500, "internal error")
+    response.raw_headers.extend(SECURITY_HEADERS)
+    return response
+
+
 class HttpGuard:
     """Refuses over-long request targets and header blocks; adds ``SECURITY_HEADERS`` to every response."""
 

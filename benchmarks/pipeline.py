@@ -2,12 +2,15 @@
 
     python -m benchmarks.pipeline [--smoke] [--seconds S]
 
-For each typical event (``benchmarks.samples``): ``codec.to_change_event`` on the raw PyMongo-shaped
-change → ``Pipeline.process_all`` with the default routes → ``dispatch.encode_frame`` (plus
-``codec.encode_token`` for the frame's id, as the service does per event). Also, each step alone,
-the service's whole ``Dispatcher.on_change`` with no subscribers (adds metrics and the replay
-buffer), and the baseline: the raw change through ``json.dumps(default=str)`` / ``orjson.dumps``
-with no filtering at all.
+For each typical event (``benchmarks.samples``), the service's path as ``Dispatcher.render`` runs it:
+``codec.encode_token`` (the frame's id) → ``Dispatcher.convert`` (with the document cache) → the live
+``Pipeline.process_all`` with the default routes → ``dispatch.encode_frame``. Updates are measured
+on a sequence of consecutive updates of one document (``samples.update_sequence``: a node dragged,
+a run progressing), which is how the cache sees them, and apart for first updates of documents
+never seen before. Also, each step alone on the typical event (conversion and filtering without the
+cache), the service's whole ``Dispatcher.on_change`` with no subscribers (adds metrics and the
+replay buffer), and the baseline: the raw change through ``json.dumps(default=str)`` /
+``orjson.dumps`` with no filtering at all.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import httpx
 import uvicorn
 from httpx_sse import aconnect_sse
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import ASGIApp
 
 from changesync.app import create_app
 from changesync.check import run_check
@@ -64,13 +65,12 @@ class RunningService:
 
 
 @contextlib.asynccontextmanager
-async def run_service(settings: Settings, *, enable_images: bool = True) -> AsyncIterator[RunningService]:
-    """Serve ``create_app(settings)`` with uvicorn on loopback until the block ends."""
-    if enable_images:
-        report = await run_check(settings, fix=True)
-        assert not report.failed, report.render()
-    config = uvicorn_config(create_app(settings), settings)
+async def serve_app(app: ASGIApp, settings: Settings, *, lifespan: bool = True) -> AsyncIterator[uvicorn.Server]:
+    """Serve ``app`` with the service's uvicorn configuration on ``settings.port`` until the block ends."""
+    config = uvicorn_config(app, settings)
     config.timeout_graceful_shutdown = 1
+    if not lifespan:
+        config.lifespan = "off"
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(DEFAULT_TIMEOUT_S):
@@ -80,11 +80,21 @@ async def run_service(settings: Settings, *, enable_images: bool = True) -> Asyn
                 raise RuntimeError("server stopped before it started")
             await asyncio.sleep(0.01)
     try:
-        yield RunningService(settings, server)
+        yield server
     finally:
         server.should_exit = True
         async with asyncio.timeout(DEFAULT_TIMEOUT_S):
             await task
+
+
+@contextlib.asynccontextmanager
+async def run_service(settings: Settings, *, enable_images: bool = True) -> AsyncIterator[RunningService]:
+    """Serve ``create_app(settings)`` with uvicorn on loopback until the block ends."""
+    if enable_images:
+        report = await run_check(settings, fix=True)
+        assert not report.failed, report.render()
+    async with serve_app(create_app(settings), settings) as server:
+        yield RunningService(settings, server)
 
 
 async def metric(service: RunningService, name: str, **labels: str) -> float:

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -30,11 +29,10 @@ from changesync.app import housekeeping
 from changesync.broadcast import Broker, Delivery, Subscriber
 from changesync.errors import SendTimeoutError
 from changesync.events import position_frame, resync_frame
-from changesync.server import uvicorn_config
 from changesync.settings import load_settings
 from changesync.stream import EventStream, OpenStreams, event_stream
 from changesync.web import SECURITY_HEADERS, HttpGuard
-from harness import free_port
+from harness import free_port, serve_app
 
 RETRY_MS = 1000
 OPENING = b"retry: 1000\n\n"
@@ -93,23 +91,8 @@ class Service:
 async def serve(app: Starlette) -> AsyncIterator[str]:
     """Serve ``app`` with the service's uvicorn configuration on loopback; yields the base URL."""
     settings = dataclasses.replace(load_settings(environ={}), host="127.0.0.1", port=free_port())
-    config = uvicorn_config(app, settings)
-    config.lifespan = "off"
-    config.timeout_graceful_shutdown = 1
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(WAIT_S):
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("server stopped before it started")
-            await asyncio.sleep(0.01)
-    try:
+    async with serve_app(app, settings, lifespan=False):
         yield f"http://127.0.0.1:{settings.port}"
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(WAIT_S):
-            await task
 
 
 async def until(predicate: Callable[[], bool], what: str) -> None:

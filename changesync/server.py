@@ -6,39 +6,97 @@ import asyncio
 
 import uvicorn
 from starlette.types import ASGIApp
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .settings import Settings
 
 # Graceful shutdown: streams get their farewell well within this, then uvicorn cancels the rest.
 GRACEFUL_SHUTDOWN_S = 5
-# Bytes h11 buffers for an incomplete request head before it answers 431/400.
+# Bytes of an incomplete request head (or chunk-size line, or trailers) taken before the request is refused.
 MAX_REQUEST_HEAD_BYTES = 16 * 1024
+# Largest piece of received data handed to the parser at once: the precision of the count above.
+FEED_BYTES = 4 * 1024
+# What uvicorn answers (400, with this body) when a request cannot be parsed; h11 answered so on an
+# over-long head as well.
+INVALID_REQUEST = "Invalid HTTP request received."
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, plus a deadline for the first request head.
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools HTTP/1.1 protocol, plus a deadline for the first request head and a bound on
+    the bytes of an incomplete one.
 
     Slow-loris connections that trickle bytes are closed: uvicorn's own keep-alive timer restarts
     with every byte received, so it cannot catch them.
+
+    llhttp parses bytes as they arrive and sets no size limit: uvicorn collects the target and headers,
+    httptools the header being received, without end. So the bytes received since the parser last
+    completed something (a head, body data, a message) are counted, to within ``FEED_BYTES``; past
+    ``MAX_REQUEST_HEAD_BYTES`` the request is refused with uvicorn's 400, or the connection closed if a
+    response is under way. Like h11's buffer limit, this bounds every head of a keep-alive connection,
+    chunk-size lines and trailers; unlike it, a head that arrives complete in one read is bounded too.
     """
 
     request_head_timeout_s = 10.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._pending_bytes = 0
+        self._in_head = True
         self._head_deadline: asyncio.TimerHandle | None = self.loop.call_later(
             self.request_head_timeout_s, self._head_timed_out
         )
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self.cycle is not None:
-            self._cancel_head_deadline()
+    def data_received(self, data: bytes) -> None:
+        # In pieces, so that the count is exact to within FEED_BYTES wherever the parser completes something.
+        for start in range(0, len(data), FEED_BYTES):
+            piece = data[start : start + FEED_BYTES] if len(data) > FEED_BYTES else data
+            self._pending_bytes += len(piece)
+            super().data_received(piece)
+            if self.transport.is_closing() or self.transport.get_protocol() is not self:
+                return  # refused as malformed, or upgraded: the rest is not ours to parse
+            if self._pending_bytes > MAX_REQUEST_HEAD_BYTES:
+                self._refuse_incomplete()
+                return
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # After the head, llhttp reports chunked trailers here too, and uvicorn would append them to the
+        # headers the application already holds. h11's protocol dropped them; so do we.
+        if self._in_head:
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._pending_bytes = 0
+        self._cancel_head_deadline()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._pending_bytes = 0
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._pending_bytes = 0
+        super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_deadline()
         super().connection_lost(exc)
+
+    def _refuse_incomplete(self) -> None:
+        self.logger.warning(
+            "Over %d bytes without a complete request head, chunk size or trailers", MAX_REQUEST_HEAD_BYTES
+        )
+        if self.pipeline or (
+            self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete
+        ):
+            # A response is under way (perhaps to an earlier, pipelined request): no status line can follow.
+            self.transport.close()
+        else:
+            self.send_400_response(INVALID_REQUEST)
 
     def _cancel_head_deadline(self) -> None:
         if self._head_deadline is not None:
@@ -47,7 +105,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _head_timed_out(self) -> None:
         self._head_deadline = None
-        if self.cycle is None and not self.transport.is_closing():
+        if not self.transport.is_closing():
             self.transport.close()
 
 
@@ -57,12 +115,11 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         http=type(
-            "GuardedH11Protocol",
-            (GuardedH11Protocol,),
+            "GuardedHttpToolsProtocol",
+            (GuardedHttpToolsProtocol,),
             {"request_head_timeout_s": settings.limits.request_head_timeout_s},
         ),
         log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
         server_header=False,
     )

@@ -2,7 +2,7 @@
 
 A small Starlette app (``HttpGuard`` + one events route) serves a ``Broker`` without MongoDB.
 Streams that end are read through httpx's ASGITransport; endless ones through a real uvicorn
-on loopback, with the service's own uvicorn configuration (h11).
+on loopback, with the service's own uvicorn configuration (httptools).
 """
 
 from __future__ import annotations

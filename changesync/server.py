@@ -22,11 +22,12 @@ INVALID_REQUEST = "Invalid HTTP request received."
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools HTTP/1.1 protocol, plus a deadline for the first request head and a bound on
+    """uvicorn's httptools HTTP/1.1 protocol, plus a deadline for every request head and a bound on
     the bytes of an incomplete one.
 
     Slow-loris connections that trickle bytes are closed: uvicorn's own keep-alive timer restarts
-    with every byte received, so it cannot catch them.
+    with every byte received, so it cannot catch them. The first head's deadline runs from the
+    connection's start; a later one's (keep-alive) from its first byte.
 
     llhttp parses bytes as they arrive and sets no size limit: uvicorn collects the target and headers,
     httptools the header being received, without end. So the bytes received since the parser last
@@ -60,6 +61,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._in_head = True
+        if self._head_deadline is None:
+            self._head_deadline = self.loop.call_later(self.request_head_timeout_s, self._head_timed_out)
         super().on_message_begin()
 
     def on_header(self, name: bytes, value: bytes) -> None:

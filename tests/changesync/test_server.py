@@ -172,8 +172,9 @@ class TestRequestHeadDeadline:
         assert received.startswith(b"HTTP/1.1 200 ")
         assert b"open\n" in received and b"done\n" in received
 
-    async def test_only_the_first_head_has_a_deadline(self, serve):
-        """A keep-alive connection may send its next request after the deadline, as with h11."""
+    async def test_a_later_head_has_its_own_deadline_from_its_first_byte(self, serve):
+        """On a keep-alive connection the next request may come after the first deadline, but a head
+        trickled byte by byte is closed when its own deadline, counted from its first byte, passes."""
         served = await serve(request_head_timeout_s=DEADLINE_S)
         async with served.connect() as (reader, writer):
             writer.write(REQUEST)
@@ -181,6 +182,15 @@ class TestRequestHeadDeadline:
             await asyncio.sleep(DEADLINE_S * 2)
             writer.write(REQUEST.replace(b"/plain", b"/second"))
             assert (await read_answer(reader))["path"] == "/second"
+            started = time.monotonic()
+            trickle = asyncio.create_task(send_in_pieces(writer, OPEN_HEAD + b"a" * 1000, piece_bytes=1, pause_s=0.05))
+            try:
+                received = await read_to_end(reader)
+            finally:
+                trickle.cancel()
+            elapsed_s = time.monotonic() - started
+        assert received == b""
+        assert DEADLINE_S <= elapsed_s < DEADLINE_S + 1.0
 
 
 class TestIncompleteRequestBound:

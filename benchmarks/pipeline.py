@@ -3,9 +3,9 @@
     python -m benchmarks.pipeline [--smoke] [--seconds S]
 
 For each typical event (``benchmarks.samples``), the service's path as ``Dispatcher.render`` runs it:
-``codec.encode_token`` (the frame's id) → ``Dispatcher.convert`` (with the document cache) → the live
-``Pipeline.process_all`` with the default routes → ``dispatch.encode_frame``. Updates are measured
-on a sequence of consecutive updates of one document (``samples.update_sequence``: a node dragged,
+``codec.encode_token`` (the frame's id) → ``Dispatcher.process_live`` (conversion with the document
+cache, then the live ``Pipeline.process_all`` with the default routes) → ``dispatch.encode_frame``.
+Updates are measured on a sequence of consecutive updates of one document (``samples.update_sequence``: a node dragged,
 a run progressing), which is how the cache sees them, and apart for first updates of documents
 never seen before. Also, each step alone on the typical event (conversion and filtering without the
 cache), the service's whole ``Dispatcher.on_change`` with no subscribers (adds metrics and the
@@ -67,8 +67,7 @@ def frames_of(dispatcher: Dispatcher, change: dict[str, Any]) -> list[bytes]:
     """What the service publishes for ``change``: the changesync path, as ``Dispatcher.render`` runs it
     (the frame's id, conversion with the document cache, the pipeline, one encoding per event)."""
     position = encode_token(change["_id"])
-    collection = change["ns"]["coll"]
-    result = dispatcher.pipeline.process_all(dispatcher.convert(change, collection))
+    result = dispatcher.process_live(change, change["ns"]["coll"])
     if isinstance(result, Drop):
         raise AssertionError(f"the sample was dropped: {result}")
     return [encode_frame(event, position) for event in result]

@@ -267,6 +267,18 @@ def _update_description(description: Mapping[str, Any], flow_id_path: Sequence[s
     )
 
 
+def identity_key(document_key: Any) -> bytes | None:
+    """A document's exact identity: its ``documentKey`` (``_id`` plus any shard key) as BSON, so that
+    ids that convert alike (``ObjectId("…")`` and ``"…"``, ``True`` and ``1``) stay apart. ``None``
+    when the event has no usable ``documentKey``."""
+    if not isinstance(document_key, Mapping) or "_id" not in document_key:
+        return None
+    try:
+        return bson.encode(document_key)
+    except Exception:
+        return None
+
+
 # --- resume tokens as SSE ids ----------------------------------------------------------------
 
 # An id starts with its format: hex tokens (the usual ``{_data: "<hex>"}``) travel as their bytes,

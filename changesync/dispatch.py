@@ -13,14 +13,14 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from filters import ChangeEvent, Drop, PatchConflictError, Pipeline, apply_update
 
 from .broadcast import Broker, Delivery, Subscriber
-from .codec import encode_token, to_change_event, to_plain
+from .codec import encode_token, identity_key, to_change_event
 from .events import (
     RESYNC,
     change_payload,
@@ -30,7 +30,7 @@ from .events import (
     oversize_payload,
     resync_frame,
 )
-from .images import PostImages
+from .images import REMEASURE_EVERY, PostImages
 from .logs import RateLimitedLog
 from .metrics import Metrics
 from .replay import ReplayBuffer
@@ -89,6 +89,25 @@ class Clock:
         return time < self.time or (time == self.time and position in self.positions_at_time)
 
 
+class _Keep(NamedTuple):
+    """An update's post-image is to be kept, under this identity key and counted size."""
+
+    key: bytes
+    size: int
+    updates: int
+
+
+def _ambiguous(description: Mapping[str, Any]) -> bool:
+    if "disambiguatedPaths" in description:
+        return False
+    keys = [
+        *(description.get("updatedFields") or {}),
+        *(description.get("removedFields") or ()),
+        *(entry.get("field", "") for entry in description.get("truncatedArrays") or () if isinstance(entry, Mapping)),
+    ]
+    return any(isinstance(key, str) and "." in key for key in keys)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -104,6 +123,10 @@ class Dispatcher:
     ) -> None:
         """``pipeline`` filters the live stream; give it a memo (``memo_documents``) when
         ``document_cache_bytes`` is on, and a ``history_pipeline`` without one for catch-ups."""
+        if pipeline.memo_documents and not (document_cache_bytes and history_pipeline is not None):
+            raise ValueError("a pipeline with a memo needs the document cache and a history_pipeline without one")
+        if history_pipeline is not None and history_pipeline.memo_documents:
+            raise ValueError("the history_pipeline must not have a memo: catch-ups keep no documents")
         self.pipeline = pipeline
         self.history_pipeline = history_pipeline or pipeline
         self.images = PostImages(document_cache_bytes, on_evict=pipeline.forget)
@@ -234,23 +257,19 @@ class Dispatcher:
             self.metrics.labelled(self.metrics.events_in, collection, operation).inc()
         try:
             if live:
-                event = self.convert(change, collection)
+                result = self.process_live(change, collection)
             else:
-                event = to_change_event(change, flow_id_path=self._flow_id_paths.get(collection))
+                result = self.history_pipeline.process_all(
+                    to_change_event(change, flow_id_path=self._flow_id_paths.get(collection))
+                )
         except Exception as exc:
-            self.images.clear()
+            if live:
+                self.images.clear()
             self.metrics.events_skipped.labels(reason="malformed").inc()
             self._rare.warning(
                 "malformed", "skipped a malformed %s event on %s (%s)", operation, collection, type(exc).__name__
             )
             return []
-        if live:
-            result = self.pipeline.process_all(event)
-            before = event.full_document_before_change
-            if before is not None and before is not event.full_document:
-                self.pipeline.forget(collection, before)
-        else:
-            result = self.history_pipeline.process_all(event)
         if isinstance(result, Drop):
             if not live:
                 return []
@@ -267,33 +286,46 @@ class Dispatcher:
             return []
         return list(self._encode(result, position, live=live))
 
-    def convert(self, change: Change, collection: str) -> ChangeEvent:
-        """``to_change_event`` for the live stream: an update's post-image is built here and kept, and
-        the next update of the same document starts from it instead of converting its pre-image."""
+    def process_live(self, change: Change, collection: str) -> tuple[ChangeEvent, ...] | Drop:
+        """Convert and filter a live data change. An update starts from the document's kept post-image
+        (instead of converting its pre-image) and leaves its own for the next one."""
+        event, keep = self._convert_live(change, collection)
+        result = self.pipeline.process_all(event)
+        before, after = event.full_document_before_change, event.full_document
+        if keep is not None and after is not None:
+            self.images.put(collection, keep.key, after, keep.size, keep.updates)
+        # The live pipeline remembers the projections of post-images: only kept ones may stay.
+        if before is not None and before is not after:
+            self.pipeline.forget(collection, before)
+        if after is not None and (keep is None or not self.images.holds(collection, keep.key, after)):
+            self.pipeline.forget(collection, after)
+        return result
+
+    def _convert_live(self, change: Change, collection: str) -> tuple[ChangeEvent, _Keep | None]:
         flow_id_path = self._flow_id_paths.get(collection)
         images = self.images
-        operation = change.get("operationType")
-        # An inserted document has no image kept: its id was deleted (and let go) or never used.
-        if not images.enabled or operation == "insert":
-            return to_change_event(change, flow_id_path=flow_id_path)
-        document_id = to_plain((change.get("documentKey") or {}).get("_id"))
-        if operation != "update":
-            images.discard(collection, document_id)
-            return to_change_event(change, flow_id_path=flow_id_path)
-        kept = images.get(collection, document_id) if change.get("fullDocumentBeforeChange") is not None else None
-        event = to_change_event(change, flow_id_path=flow_id_path, before=None if kept is None else kept[0])
+        key = identity_key(change.get("documentKey")) if images.enabled else None
+        if key is None:
+            return to_change_event(change, flow_id_path=flow_id_path), None
+        if change.get("operationType") != "update":
+            images.discard(collection, key)
+            return to_change_event(change, flow_id_path=flow_id_path), None
+        description = change.get("updateDescription")
+        # Without disambiguatedPaths (MongoDB 6.0) a dotted key may name a field with dots: the
+        # post-image built from it may be wrong, and must not become the next pre-image.
+        exact = isinstance(description, Mapping) and not _ambiguous(description)
+        kept = images.get(collection, key) if exact and change.get("fullDocumentBeforeChange") is not None else None
+        event = to_change_event(change, flow_id_path=flow_id_path, before=None if kept is None else kept.document)
         before, update = event.full_document_before_change, event.update_description
         if before is None or update is None:
-            images.discard(collection, document_id)
-            return event
+            images.discard(collection, key)
+            return event, None
         try:
             after = apply_update(before, update)
-            size = kept[1] + len(orjson.dumps(update.updated_fields)) if kept else len(orjson.dumps(after))
-        except (PatchConflictError, TypeError, orjson.JSONEncodeError):
-            images.discard(collection, document_id)
-            return event
-        images.put(collection, document_id, after, size)
-        return ChangeEvent(
+        except PatchConflictError:
+            images.discard(collection, key)
+            return event, None
+        event = ChangeEvent(
             collection=event.collection,
             operation=event.operation,
             document_id=event.document_id,
@@ -304,6 +336,17 @@ class Dispatcher:
             wall_time=event.wall_time,
             document_key=event.document_key,
         )
+        try:
+            if kept is not None and kept.updates < REMEASURE_EVERY:
+                size, updates = kept.size + len(orjson.dumps(update.updated_fields)), kept.updates + 1
+            else:
+                size, updates = len(orjson.dumps(after)), 0
+        except (TypeError, orjson.JSONEncodeError):
+            exact = False
+        if not exact:
+            images.discard(collection, key)
+            return event, None
+        return event, _Keep(key, size, updates)
 
     def _encode(self, events: Iterable[ChangeEvent], position: str, *, live: bool) -> Iterable[tuple[str, Delivery]]:
         for event in events:

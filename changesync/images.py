@@ -7,25 +7,33 @@ exact only while no change is missed: the dispatcher clears them whenever the li
 reopened or reset, and only the live stream reads or writes them (catch-up streams replay older
 changes for one client).
 
-The budget counts the JSON size of the documents kept: the size when the document was first
-converted, plus the size of every update applied since (removals are not subtracted, so the count
-errs high). Python objects take several times their JSON size in memory.
+Documents are keyed by their exact identity (``codec.identity_key``: the ``documentKey`` as BSON,
+types and shard key included), never by converted values, which would make ``ObjectId("…")`` and
+the string ``"…"`` one document.
+
+The budget counts the JSON size of the documents kept: measured when an image is first kept and
+every ``REMEASURE_EVERY`` updates, plus the size of every update applied in between. Python objects
+take about three times their JSON size in memory.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import NamedTuple
 
 from filters import Document
 
-Key = tuple[str, Any]
+# Updates applied to a kept image before its size is measured again (sizes in between only grow).
+REMEASURE_EVERY = 64
 
 
-def document_key(document_id: Any) -> Any:
-    """A hashable key for a converted document id (ids that are documents are keyed by their repr)."""
-    return document_id if isinstance(document_id, str | int | float | bool | type(None)) else repr(document_id)
+class Kept(NamedTuple):
+    document: Document
+    size: int
+    """JSON bytes counted against the budget."""
+    updates: int
+    """Updates applied since the size was last measured."""
 
 
 class PostImages:
@@ -38,7 +46,7 @@ class PostImages:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self.max_bytes = max_bytes
         self.on_evict = on_evict
-        self._entries: OrderedDict[Key, tuple[Document, int]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, bytes], Kept] = OrderedDict()
         self._bytes = 0
 
     @property
@@ -49,46 +57,48 @@ class PostImages:
         return len(self._entries)
 
     @property
-    def bytes(self) -> int:
+    def counted_bytes(self) -> int:
+        """The JSON bytes counted against the budget."""
         return self._bytes
 
-    def get(self, collection: str, document_id: Any) -> tuple[Document, int] | None:
-        """The latest post-image of the document and its counted size, or ``None``."""
-        return self._entries.get((collection, document_key(document_id)))
+    def get(self, collection: str, key: bytes) -> Kept | None:
+        """The latest post-image of the document with this identity key, or ``None``."""
+        return self._entries.get((collection, key))
 
-    def put(self, collection: str, document_id: Any, document: Document, size: int) -> None:
+    def holds(self, collection: str, key: bytes, document: Document) -> bool:
+        """Whether ``document`` itself (not an equal one) is the image kept for the key."""
+        kept = self._entries.get((collection, key))
+        return kept is not None and kept.document is document
+
+    def put(self, collection: str, key: bytes, document: Document, size: int, updates: int = 0) -> None:
         """Keep ``document`` as the latest image; the image it replaces is not passed to ``on_evict``
         (it is the pre-image of the change being processed: the caller lets it go when done)."""
-        key = (collection, document_key(document_id))
-        replaced = self._entries.pop(key, None)
+        replaced = self._entries.pop((collection, key), None)
         if replaced is not None:
-            self._bytes -= replaced[1]
+            self._bytes -= replaced.size
         if size > self.max_bytes:
             if self.on_evict is not None:
                 self.on_evict(collection, document)
             return
-        self._entries[key] = (document, size)
+        self._entries[(collection, key)] = Kept(document, size, updates)
         self._bytes += size
         while self._bytes > self.max_bytes:
-            (evicted_collection, _), (evicted, evicted_size) = self._entries.popitem(last=False)
-            self._bytes -= evicted_size
+            (evicted_collection, _), evicted = self._entries.popitem(last=False)
+            self._bytes -= evicted.size
             if self.on_evict is not None:
-                self.on_evict(evicted_collection, evicted)
+                self.on_evict(evicted_collection, evicted.document)
 
-    def discard(self, collection: str, document_id: Any) -> None:
-        self._release((collection, document_key(document_id)))
+    def discard(self, collection: str, key: bytes) -> None:
+        kept = self._entries.pop((collection, key), None)
+        if kept is not None:
+            self._bytes -= kept.size
+            if self.on_evict is not None:
+                self.on_evict(collection, kept.document)
 
     def clear(self) -> None:
         entries = self._entries
         self._entries = OrderedDict()
         self._bytes = 0
         if self.on_evict is not None:
-            for (collection, _), (document, _) in entries.items():
-                self.on_evict(collection, document)
-
-    def _release(self, key: Key) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self._bytes -= entry[1]
-            if self.on_evict is not None:
-                self.on_evict(key[0], entry[0])
+            for (collection, _), kept in entries.items():
+                self.on_evict(collection, kept.document)

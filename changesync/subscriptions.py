@@ -35,7 +35,6 @@ from .broadcast import Broker, Delivery, Subscriber
 from .codec import decode_token, encode_token, routable_flow_id, to_plain
 from .dispatch import Clock, Dispatcher, cluster_time_of
 from .events import SNAPSHOT, comment_frame, frame, resync_frame
-from .images import document_key
 from .settings import RouteOptions, StreamSettings
 from .source import DATA_OPERATIONS, POSITION_LOST_CODES, ChangeSource
 
@@ -204,7 +203,7 @@ class Subscriptions:
             for document in raw:
                 filtered = self._filter_document(collection, document)
                 if filtered is not None and filtered.flow_id == flow_id:
-                    documents[collection][document_key(filtered.document_id)] = filtered.full_document
+                    documents[collection][_key(filtered.document_id)] = filtered.full_document
             collections[collection] = {"eventType": route.event_type, "truncated": len(raw) >= limit > 1}
         async with asyncio.timeout(self.settings.snapshot_timeout_s):
             await self.dispatcher.barrier(read_time, polls_started)
@@ -216,7 +215,7 @@ class Subscriptions:
                 earlier.append(delivery.frame)
                 continue
             folded = documents[event.collection]
-            key = document_key(event.document_id)
+            key = _key(event.document_id)
             if event.operation == "delete":
                 folded.pop(key, None)
             elif event.full_document is None:
@@ -253,3 +252,7 @@ class Subscriptions:
 def opening_frame(retry_ms: int) -> bytes:
     """The retry hint and a comment, sent at once so the client knows the stream is live."""
     return b"retry: " + str(retry_ms).encode("ascii") + b"\n" + comment_frame("connected")
+
+
+def _key(document_id: Any) -> Any:
+    return document_id if isinstance(document_id, str | int | float | bool | type(None)) else repr(document_id)

@@ -2,7 +2,9 @@
 
 Each stage is a small callable with ``__slots__``, built once per route (patterns and predicates are
 compiled in ``__init__``, which raises ``InvalidRouteError`` naming the route and the bad value) and
-then called once per event. Stages are pure: they return a new event or a ``Drop``.
+then called once per event. Stages are pure: they return a new event or a ``Drop``. The one state
+a stage may hold is the projection stages' memo (``Pipeline(memo_documents=…)``): it changes how
+fast a result comes, never what it is.
 """
 
 from __future__ import annotations
@@ -232,6 +234,10 @@ class _ProjectionStage:
     def is_identity(self) -> bool:
         """True when the route's rules never change anything (no deny, no allow, no ``deny_underscore``)."""
         return self._root.kind == OPEN
+
+    def __len__(self) -> int:
+        """How many post-images the memo holds."""
+        return len(self._memo)
 
     def forget(self, document: Document | None = None) -> None:
         """Drop the remembered projection of ``document`` (of every document when ``None``)."""

@@ -92,7 +92,7 @@ class Pipeline:
     does not keep it alive.
     """
 
-    __slots__ = ("_chains", "_routes")
+    __slots__ = ("_chains", "_memo_documents", "_routes")
 
     def __init__(
         self,
@@ -102,7 +102,8 @@ class Pipeline:
         memo_documents: int = 0,
     ) -> None:
         if type(memo_documents) is not int or memo_documents < 0:
-            raise InvalidRouteError(None, memo_documents, "memo_documents must be an integer >= 0")
+            raise ValueError(f"memo_documents must be an integer >= 0, got {memo_documents!r}")
+        self._memo_documents = memo_documents
         chains: dict[str, _Chain] = {}
         by_collection: dict[str, Route] = {}
         extra = dict(stages or {})
@@ -146,6 +147,16 @@ class Pipeline:
             )
         self._chains = chains
         self._routes = MappingProxyType(by_collection)
+
+    @property
+    def memo_documents(self) -> int:
+        """How many post-images each route may remember (0: no memo)."""
+        return self._memo_documents
+
+    @property
+    def remembered(self) -> int:
+        """How many post-images the memo holds now, over all routes."""
+        return sum(len(chain.projection) for chain in self._chains.values() if chain.projection is not None)
 
     @property
     def routes(self) -> Mapping[str, Route]:

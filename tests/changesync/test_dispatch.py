@@ -8,14 +8,15 @@ import random
 from typing import Any
 
 import pytest
-from bson import ObjectId, Timestamp
+from bson import Int64, ObjectId, Timestamp
 
 from changesync.broadcast import Broker
-from changesync.codec import encode_token
+from changesync.codec import encode_token, identity_key
 from changesync.dispatch import Dispatcher
 from changesync.metrics import Metrics
 from changesync.replay import ReplayBuffer
 from changesync.settings import load_settings
+from filters import Pipeline
 
 FLOWS = ["f1", "f2"]
 
@@ -36,6 +37,10 @@ class Writer:
         self.rng = random.Random(seed)
         self.documents: dict[ObjectId, dict[str, Any]] = {}
         self.increment = 0
+
+    def keys(self) -> list[dict[str, Any]]:
+        """The documentKey of every document written so far."""
+        return [{"_id": document_id} for document_id in self.documents]
 
     def change(self) -> dict[str, Any]:
         rng = self.rng
@@ -90,7 +95,13 @@ class Writer:
         else:
             updated["data.credentials.key"] = "sk-" + str(rng.random())
             document.setdefault("data", {}).setdefault("credentials", {})["key"] = updated["data.credentials.key"]
-        description = {"updatedFields": updated, "removedFields": removed, "truncatedArrays": truncated}
+        # As MongoDB 6.1+ sends them with showExpandedEvents: none of these paths is ambiguous.
+        description = {
+            "updatedFields": updated,
+            "removedFields": removed,
+            "truncatedArrays": truncated,
+            "disambiguatedPaths": {},
+        }
         return self._event("update", document_id, updateDescription=description, fullDocumentBeforeChange=before)
 
     def _event(self, operation: str, document_id: ObjectId, **fields: Any) -> dict[str, Any]:
@@ -127,6 +138,9 @@ class TestDocumentCache:
         assert published > 50
         assert len(cached.images) > 0
         assert len(uncached.images) == 0
+        # The memo holds projections of kept images only, however many were let go.
+        assert cached.pipeline.remembered <= len(cached.images)
+        assert tiny.pipeline.remembered <= len(tiny.images)
 
     def test_updates_reuse_the_kept_image(self):
         """The second update of a document starts from the image the first one left: the pre-image
@@ -138,12 +152,86 @@ class TestDocumentCache:
         document_id = insert["documentKey"]["_id"]
         first = writer._update(document_id, copy.deepcopy(writer.documents[document_id]))
         cached.render(first, "p1")
-        kept, _ = cached.images.get("flow_nodes", str(document_id))
-        second = writer._update(document_id, {"_id": document_id, "flowId": "garbage the cache ignores"})
+        assert len(cached.images) == 1
+        second = writer._event(
+            "update",
+            document_id,
+            updateDescription={"updatedFields": {"title": "second"}, "removedFields": [], "disambiguatedPaths": {}},
+            fullDocumentBeforeChange={"_id": document_id, "flowId": "garbage the cache ignores"},
+        )
         frames = cached.render(second, "p2")
-        assert cached.images.get("flow_nodes", str(document_id))[0] is not kept
+        assert frames
         for _, delivery in frames:
             assert b"garbage" not in delivery.frame
+
+    @pytest.mark.parametrize(
+        ("first_id", "second_id"),
+        [
+            (ObjectId("65f0a1b2c3d4e5f601234567"), "65f0a1b2c3d4e5f601234567"),
+            (True, 1),
+            (Int64(2**60), str(2**60)),
+        ],
+        ids=["objectid-vs-hex-string", "true-vs-1", "int64-vs-string"],
+    )
+    def test_ids_that_convert_alike_are_different_documents(self, first_id, second_id):
+        """Two documents whose _ids convert to the same JSON value never share a kept image: one
+        document's content cannot reach the other's flow."""
+        cached, uncached = dispatcher(), dispatcher(cache_bytes=0)
+        writer = Writer(4)
+        first = {"_id": first_id, "flowId": "alice", "notes": "alice-only"}
+        second = {"_id": second_id, "flowId": "bob", "notes": "bob's"}
+        # The second document existed before: its first event here is an update.
+        updates = [
+            writer._event(
+                "update",
+                document["_id"],
+                updateDescription={
+                    "updatedFields": {"flowId": flow},
+                    "removedFields": [],
+                    "disambiguatedPaths": {},
+                },
+                fullDocumentBeforeChange=document,
+            )
+            for document, flow in ((first, "alice"), (second, "carol"))
+        ]
+        for change in updates:
+            frames = rendered(cached, change)
+            assert frames == rendered(uncached, change)
+        assert frames and all(b"alice-only" not in frame for _, frame in frames)
+
+    @pytest.mark.parametrize("disambiguated", [False, True])
+    def test_a_dotted_key_without_disambiguated_paths_is_not_kept(self, disambiguated):
+        """Without disambiguatedPaths a dotted key may name a field with dots: the post-image built from
+        it may be wrong, so it is not kept (MongoDB 6.0); with them (6.1+) it is."""
+        cached = dispatcher()
+        writer = Writer(5)
+        insert = writer.change()
+        cached.render(insert, "p0")
+        document_id = insert["documentKey"]["_id"]
+        description: dict[str, Any] = {"updatedFields": {"position.x": 3.0}, "removedFields": []}
+        if disambiguated:
+            description["disambiguatedPaths"] = {}
+        update = writer._event(
+            "update",
+            document_id,
+            updateDescription=description,
+            fullDocumentBeforeChange=copy.deepcopy(writer.documents[document_id]),
+        )
+        assert cached.render(update, "p1")
+        assert len(cached.images) == (1 if disambiguated else 0)
+        assert cached.pipeline.remembered == len(cached.images)
+
+    def test_a_memo_needs_the_cache_and_a_plain_history_pipeline(self):
+        """A live pipeline with a memo is refused without the cache or without a memo-less catch-up pipeline."""
+        settings = load_settings(environ={})
+        remembering = Pipeline(settings.routes, memo_documents=10)
+        parts = (Broker(max_queue=1), Metrics(), ReplayBuffer(per_flow=1, max_bytes=1))
+        with pytest.raises(ValueError, match="needs the document cache"):
+            Dispatcher(remembering, *parts, retry_ms=1, document_cache_bytes=1024)
+        with pytest.raises(ValueError, match="needs the document cache"):
+            Dispatcher(remembering, *parts, retry_ms=1, history_pipeline=Pipeline(settings.routes))
+        with pytest.raises(ValueError, match="must not have a memo"):
+            Dispatcher(remembering, *parts, retry_ms=1, document_cache_bytes=1024, history_pipeline=remembering)
 
     def test_reset_and_restart_forget_every_image(self):
         """After a reset (position lost, change skipped, collection dropped) or a reopened stream the
@@ -167,8 +255,7 @@ class TestDocumentCache:
         writer = Writer(3)
         for _ in range(30):
             cached.render(writer.change(), "p")
-        snapshot = dict(cached.images._entries)
-        old = [writer.change() for _ in range(20)]
-        for change in old:
+        kept = {key: cached.images.get("flow_nodes", key) for key in map(identity_key, writer.keys())}
+        for change in [writer.change() for _ in range(20)]:
             cached.render(change, "p", live=False)
-        assert cached.images._entries == snapshot
+        assert {key: cached.images.get("flow_nodes", key) for key in kept} == kept

@@ -1,20 +1,23 @@
 import pytest
 
-from changesync.images import PostImages, document_key
+from changesync.images import Kept, PostImages
 
 
 class TestPostImages:
     def test_keeps_the_latest_image_per_document(self):
-        """An image is found by collection and id; a newer one replaces it without eviction."""
+        """An image is found by collection and key; a newer one replaces it without eviction."""
         evicted = []
         images = PostImages(1000, on_evict=lambda collection, document: evicted.append(document))
-        images.put("boards", "b1", {"v": 1}, 10)
-        images.put("boards", "b1", {"v": 2}, 12)
-        images.put("nodes", "b1", {"v": 3}, 10)
-        assert images.get("boards", "b1") == ({"v": 2}, 12)
-        assert images.get("nodes", "b1") == ({"v": 3}, 10)
-        assert images.get("boards", "b2") is None
-        assert (len(images), images.bytes) == (2, 22)
+        first, second, other = {"v": 1}, {"v": 2}, {"v": 3}
+        images.put("boards", b"b1", first, 10)
+        images.put("boards", b"b1", second, 12, 1)
+        images.put("nodes", b"b1", other, 10)
+        assert images.get("boards", b"b1") == Kept(second, 12, 1)
+        assert images.holds("boards", b"b1", second)
+        assert not images.holds("boards", b"b1", {"v": 2})  # an equal document is not the kept one
+        assert images.get("nodes", b"b1") == Kept(other, 10, 0)
+        assert images.get("boards", b"b2") is None
+        assert (len(images), images.counted_bytes) == (2, 22)
         assert evicted == []  # the replaced image is the caller's to let go
 
     def test_budget_evicts_least_recently_updated(self):
@@ -22,50 +25,42 @@ class TestPostImages:
         evicted = []
         images = PostImages(30, on_evict=lambda collection, document: evicted.append((collection, document)))
         for index in range(3):
-            images.put("c", index, {"i": index}, 10)
-        images.put("c", 0, {"i": 0, "again": True}, 10)  # 0 is now the most recent
-        images.put("c", 3, {"i": 3}, 10)
+            images.put("c", bytes([index]), {"i": index}, 10)
+        images.put("c", bytes([0]), {"i": 0, "again": True}, 10)  # 0 is now the most recent
+        images.put("c", bytes([3]), {"i": 3}, 10)
         assert evicted == [("c", {"i": 1})]
-        assert images.get("c", 1) is None
-        assert images.get("c", 0) is not None
-        assert images.bytes == 30
+        assert images.get("c", bytes([1])) is None
+        assert images.get("c", bytes([0])) is not None
+        assert images.counted_bytes == 30
 
     def test_an_image_larger_than_the_budget_is_not_kept(self):
         """A document over the whole budget is let go at once instead of evicting everything else."""
         evicted = []
         images = PostImages(100, on_evict=lambda collection, document: evicted.append(document))
-        images.put("c", "small", {"s": 1}, 10)
-        images.put("c", "big", {"b": 1}, 101)
-        assert images.get("c", "big") is None
-        assert images.get("c", "small") is not None
+        images.put("c", b"small", {"s": 1}, 10)
+        images.put("c", b"big", {"b": 1}, 101)
+        assert images.get("c", b"big") is None
+        assert images.get("c", b"small") is not None
         assert evicted == [{"b": 1}]
 
     def test_discard_and_clear_release_everything(self):
         """Discarded and cleared images are reported to on_evict and no longer counted."""
         evicted = []
         images = PostImages(1000, on_evict=lambda collection, document: evicted.append(document))
-        images.put("c", 1, {"a": 1}, 10)
-        images.put("c", 2, {"a": 2}, 10)
-        images.discard("c", 1)
-        images.discard("c", "unknown")
+        images.put("c", b"1", {"a": 1}, 10)
+        images.put("c", b"2", {"a": 2}, 10)
+        images.discard("c", b"1")
+        images.discard("c", b"unknown")
         assert evicted == [{"a": 1}]
         images.clear()
         assert evicted == [{"a": 1}, {"a": 2}]
-        assert (len(images), images.bytes) == (0, 0)
+        assert (len(images), images.counted_bytes) == (0, 0)
 
     def test_zero_budget_disables(self):
         """A budget of 0 keeps nothing; a negative one is refused."""
         images = PostImages(0)
         assert not images.enabled
-        images.put("c", 1, {"a": 1}, 1)
-        assert images.get("c", 1) is None
+        images.put("c", b"1", {"a": 1}, 1)
+        assert images.get("c", b"1") is None
         with pytest.raises(ValueError, match="max_bytes must be >= 0, got -1"):
             PostImages(-1)
-
-    @pytest.mark.parametrize(
-        ("document_id", "key"),
-        [("abc", "abc"), (7, 7), (None, None), ({"a": 1}, "{'a': 1}"), ([1, 2], "[1, 2]")],
-    )
-    def test_document_keys_are_hashable(self, document_id, key):
-        """Scalar ids key as they are; ids that are documents or arrays by their repr."""
-        assert document_key(document_id) == key

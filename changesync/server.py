@@ -25,9 +25,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools HTTP/1.1 protocol, plus a deadline for every request head and a bound on
     the bytes of an incomplete one.
 
-    Slow-loris connections that trickle bytes are closed: uvicorn's own keep-alive timer restarts
-    with every byte received, so it cannot catch them. The first head's deadline runs from the
-    connection's start; a later one's (keep-alive) from its first byte.
+    Slow-loris connections that trickle a request head are closed: uvicorn's own keep-alive timer
+    restarts with every byte received, so it cannot catch them. The first head's deadline runs from
+    the connection's start; a later one's (keep-alive) from its first byte, even behind a response
+    that is still streaming. Request bodies are never read here: once its response is complete, a
+    connection whose request body is still arriving is closed, so a body trickled forever cannot
+    hold it either.
 
     llhttp parses bytes as they arrive and sets no size limit: uvicorn collects the target and headers,
     httptools the header being received, without end. So the bytes received since the parser last
@@ -85,6 +88,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._pending_bytes = 0
         super().on_message_complete()
 
+    def on_response_complete(self) -> None:
+        answered_current = not self.pipeline  # otherwise the response was an earlier, pipelined request's
+        super().on_response_complete()
+        cycle = self.cycle
+        if answered_current and cycle is not None and cycle.more_body and not self.transport.is_closing():
+            self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_deadline()
         super().connection_lost(exc)
@@ -93,10 +103,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.logger.warning(
             "Over %d bytes without a complete request head, chunk size or trailers", MAX_REQUEST_HEAD_BYTES
         )
+        cycle = self.cycle
         if self.pipeline or (
-            self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete
+            cycle is not None and not cycle.response_complete and (cycle.response_started or not cycle.more_body)
         ):
-            # A response is under way (perhaps to an earlier, pipelined request): no status line can follow.
+            # A response is under way, or these bytes start a new request while the previous one is still
+            # being answered: a status line now would be read as that request's answer.
             self.transport.close()
         else:
             self.send_400_response(INVALID_REQUEST)

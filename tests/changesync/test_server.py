@@ -40,14 +40,23 @@ REFUSAL = b"HTTP/1.1 400 Bad Request\r\n"
 
 
 class Recorder:
-    """Answers each request with its path, header names and body size; ``/stream`` stays open until released."""
+    """Answers each request with its path, header names and body size; ``/stream`` stays open until
+    released, ``/hold`` starts its answer only when released, ``/early`` answers without reading the body."""
 
     def __init__(self) -> None:
         self.streaming = asyncio.Event()
+        self.holding = asyncio.Event()
         self.release = asyncio.Event()
         self.body_started = asyncio.Event()
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        if scope["path"] == "/hold":
+            self.holding.set()
+            await self.release.wait()
+        if scope["path"] == "/early":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]})
+            await send({"type": "http.response.body", "body": b"ok\n"})
+            return
         if scope["path"] == "/stream":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
             await send({"type": "http.response.body", "body": b"open\n", "more_body": True})
@@ -278,3 +287,33 @@ class TestIncompleteRequestBound:
         assert received.startswith(b"HTTP/1.1 200 ")
         assert b"open\n" in received
         assert REFUSAL not in received and b"done\n" not in received
+
+    async def test_over_long_head_while_a_request_waits_for_its_answer(self, serve):
+        """A pipelined head over the bound while the first request is still in the app: the connection
+        closes without a status line, which the client would read as the first request's answer."""
+        served = await serve()
+        async with served.connect() as (reader, writer):
+            writer.write(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+            async with asyncio.timeout(WAIT_S):
+                await served.app.holding.wait()
+            await send_in_pieces(writer, TOO_LONG_HEAD, piece_bytes=1024)
+            received = await read_to_end(reader)
+            served.app.release.set()
+        assert received == b""
+
+
+class TestRequestBodies:
+    async def test_a_body_still_arriving_after_the_answer_closes_the_connection(self, serve):
+        """A request body trickled after its response is complete cannot hold the connection open."""
+        served = await serve()
+        async with served.connect() as (reader, writer):
+            writer.write(b"GET /early HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nabc")
+            started = time.monotonic()
+            trickle = asyncio.create_task(send_in_pieces(writer, b"a" * 1000, piece_bytes=1, pause_s=0.05))
+            try:
+                received = await read_to_end(reader)
+            finally:
+                trickle.cancel()
+            elapsed_s = time.monotonic() - started
+        assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"ok\n")
+        assert elapsed_s < 1.0

@@ -5,7 +5,9 @@
 - an execution update: one node of a 20-node run finishes, with its pre-image;
 - a log chunk insert: one LLM output chunk in ``flow_logs``.
 
-``update_sequence`` gives consecutive updates of one document, each with the pre-image the server
+Update descriptions carry ``disambiguatedPaths``, as MongoDB 7.0 and later send them to a stream
+opened with ``showExpandedEvents`` (the service's). ``update_sequence`` gives consecutive updates of
+one document, each with the pre-image the server
 would send (the state the previous one left): a node being dragged, an execution progressing.
 """
 
@@ -98,6 +100,7 @@ def canvas_update(rng: random.Random) -> dict[str, Any]:
         "updatedFields": {"nodes.3.position.x": 412.5, "updatedAt": _now()},
         "removedFields": [],
         "truncatedArrays": [],
+        "disambiguatedPaths": {},
     }
     change["fullDocumentBeforeChange"] = before
     return change
@@ -140,6 +143,7 @@ def execution_update(rng: random.Random) -> dict[str, Any]:
         },
         "removedFields": [],
         "truncatedArrays": [],
+        "disambiguatedPaths": {},
     }
     change["fullDocumentBeforeChange"] = before
     return change
@@ -190,7 +194,12 @@ def update_sequence(name: str, count: int, seed: int = 7) -> list[dict[str, Any]
         else:
             raise ValueError(f"no update sequence for {name!r}")
         change = _envelope(rng, base["ns"]["coll"], "update", base["documentKey"]["_id"])
-        change["updateDescription"] = {"updatedFields": fields, "removedFields": [], "truncatedArrays": []}
+        change["updateDescription"] = {
+            "updatedFields": fields,
+            "removedFields": [],
+            "truncatedArrays": [],
+            "disambiguatedPaths": {},
+        }
         change["fullDocumentBeforeChange"] = before
         changes.append(change)
         before = after

@@ -304,10 +304,13 @@ class Dispatcher:
     def _convert_live(self, change: Change, collection: str) -> tuple[ChangeEvent, _Keep | None]:
         flow_id_path = self._flow_id_paths.get(collection)
         images = self.images
-        key = identity_key(change.get("documentKey")) if images.enabled else None
+        operation = change.get("operationType")
+        # An inserted document has no image kept: its id was deleted (which let the image go) or never
+        # used. Log chunks, the most frequent events, are inserts.
+        key = identity_key(change.get("documentKey")) if images.enabled and operation != "insert" else None
         if key is None:
             return to_change_event(change, flow_id_path=flow_id_path), None
-        if change.get("operationType") != "update":
+        if operation != "update":
             images.discard(collection, key)
             return to_change_event(change, flow_id_path=flow_id_path), None
         description = change.get("updateDescription")

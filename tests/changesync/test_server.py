@@ -136,6 +136,19 @@ async def send_in_pieces(writer: asyncio.StreamWriter, data: bytes, *, piece_byt
         await asyncio.sleep(pause_s)
 
 
+async def trickle_until_closed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes
+) -> tuple[bytes, float]:
+    """Send ``data`` a byte every 50 ms until the server closes; what it sent, and after how long."""
+    started = time.monotonic()
+    trickle = asyncio.create_task(send_in_pieces(writer, data, piece_bytes=1, pause_s=0.05))
+    try:
+        received = await read_to_end(reader)
+    finally:
+        trickle.cancel()
+    return received, time.monotonic() - started
+
+
 def assert_refused(received: bytes) -> None:
     assert received.startswith(REFUSAL), received[:200]
     assert received.endswith(INVALID_REQUEST.encode())
@@ -158,13 +171,7 @@ class TestRequestHeadDeadline:
         """A connection that keeps sending a head byte by byte is closed, unanswered, at the deadline."""
         served = await serve(request_head_timeout_s=DEADLINE_S)
         async with served.connect() as (reader, writer):
-            started = time.monotonic()
-            trickle = asyncio.create_task(send_in_pieces(writer, OPEN_HEAD + b"a" * 1000, piece_bytes=1, pause_s=0.05))
-            try:
-                received = await read_to_end(reader)
-            finally:
-                trickle.cancel()
-            elapsed_s = time.monotonic() - started
+            received, elapsed_s = await trickle_until_closed(reader, writer, OPEN_HEAD + b"a" * 1000)
         assert received == b""
         assert DEADLINE_S <= elapsed_s < DEADLINE_S + 1.0
 
@@ -191,13 +198,7 @@ class TestRequestHeadDeadline:
             await asyncio.sleep(DEADLINE_S * 2)
             writer.write(REQUEST.replace(b"/plain", b"/second"))
             assert (await read_answer(reader))["path"] == "/second"
-            started = time.monotonic()
-            trickle = asyncio.create_task(send_in_pieces(writer, OPEN_HEAD + b"a" * 1000, piece_bytes=1, pause_s=0.05))
-            try:
-                received = await read_to_end(reader)
-            finally:
-                trickle.cancel()
-            elapsed_s = time.monotonic() - started
+            received, elapsed_s = await trickle_until_closed(reader, writer, OPEN_HEAD + b"a" * 1000)
         assert received == b""
         assert DEADLINE_S <= elapsed_s < DEADLINE_S + 1.0
 
@@ -308,12 +309,6 @@ class TestRequestBodies:
         served = await serve()
         async with served.connect() as (reader, writer):
             writer.write(b"GET /early HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nabc")
-            started = time.monotonic()
-            trickle = asyncio.create_task(send_in_pieces(writer, b"a" * 1000, piece_bytes=1, pause_s=0.05))
-            try:
-                received = await read_to_end(reader)
-            finally:
-                trickle.cancel()
-            elapsed_s = time.monotonic() - started
+            received, elapsed_s = await trickle_until_closed(reader, writer, b"a" * 1000)
         assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"ok\n")
         assert elapsed_s < 1.0

@@ -194,14 +194,16 @@ def plain_config(app: ASGIApp, port: int) -> uvicorn.Config:
 
 
 def service_config(app: ASGIApp, settings: Any) -> uvicorn.Config:
-    """The uvicorn configuration ``changesync serve`` uses (``changesync.server.uvicorn_config``), when
-    there is one: the benchmark measures the service as deployed. Plus a deep accept backlog."""
+    """The uvicorn configuration ``changesync serve`` uses (``changesync.server.uvicorn_config``, and its
+    garbage-collection thresholds), when there is one: the benchmark measures the service as deployed.
+    Plus a deep accept backlog."""
     try:
-        from changesync.server import uvicorn_config
+        from changesync.server import tune_garbage_collection, uvicorn_config
     except ImportError:
         config = plain_config(app, settings.port)
     else:
         config = uvicorn_config(app, settings)
+        tune_garbage_collection()
     config.host = "127.0.0.1"
     config.backlog = BACKLOG
     config.access_log = False

@@ -85,9 +85,10 @@ def _serve(settings: Settings) -> int:
 
     from .app import create_app
     from .logs import configure_logging
-    from .server import uvicorn_config
+    from .server import tune_garbage_collection, uvicorn_config
 
     configure_logging(settings.log)
+    tune_garbage_collection()
     uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
     return EXIT_OK
 

@@ -26,7 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from .app import create_app
 from .check import run_check
 from .embedded import EmbeddedServer
-from .server import uvicorn_config
+from .server import tune_garbage_collection, uvicorn_config
 from .settings import Settings
 from .source import open_client
 
@@ -160,6 +160,7 @@ async def run_demo(settings: Settings, *, use_embedded: bool) -> int:
             print(report.render())
             return 1
         config = uvicorn_config(create_app(settings), settings)
+        tune_garbage_collection()
         return await _serve_with_writer(uvicorn.Server(config), settings, token)
     finally:
         if embedded is not None:

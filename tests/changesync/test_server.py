@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,9 +19,11 @@ import pytest
 
 from changesync.server import (
     FEED_BYTES,
+    GC_THRESHOLDS,
     INVALID_REQUEST,
     MAX_REQUEST_HEAD_BYTES,
     GuardedHttpToolsProtocol,
+    tune_garbage_collection,
     uvicorn_config,
 )
 from changesync.settings import load_settings
@@ -164,6 +167,15 @@ class TestConfig:
         config = uvicorn_config(Recorder(), settings)
         assert isinstance(config.http, type) and issubclass(config.http, GuardedHttpToolsProtocol)
         assert config.http.request_head_timeout_s == 3.0
+
+    def test_the_service_tunes_garbage_collection(self):
+        """tune_garbage_collection sets GC_THRESHOLDS for the process (serve and demo call it)."""
+        before = gc.get_threshold()
+        try:
+            tune_garbage_collection()
+            assert gc.get_threshold() == GC_THRESHOLDS
+        finally:
+            gc.set_threshold(*before)
 
 
 class TestRequestHeadDeadline:

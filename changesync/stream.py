@@ -79,7 +79,11 @@ class OpenStreams:
 
 
 class EventStream:
-    """An endless ``text/event-stream`` for one subscriber, as an ASGI application (one request)."""
+    """An endless ``text/event-stream`` for one subscriber, as an ASGI application (one request);
+    ``on_close`` runs however it ends.
+
+    Heartbeats are queued by the broker like any other delivery, so they never overtake events.
+    """
 
     __slots__ = (
         "_interrupted",
@@ -213,21 +217,3 @@ class EventStream:
         except Exception:
             logger.debug("receive failed: the client is gone", exc_info=True)
         self.interrupt("disconnected")
-
-
-def event_stream(
-    subscriber: Subscriber,
-    prologue: AsyncGenerator[bytes, None],
-    *,
-    send_timeout_s: float,
-    retry_ms: int,
-    on_close: Callable[[Subscriber], None],
-    streams: OpenStreams,
-) -> EventStream:
-    """An endless ``text/event-stream`` for one subscriber; ``on_close`` runs however it ends.
-
-    Heartbeats are queued by the broker like any other delivery, so they never overtake events.
-    """
-    return EventStream(
-        subscriber, prologue, send_timeout_s=send_timeout_s, retry_ms=retry_ms, on_close=on_close, streams=streams
-    )

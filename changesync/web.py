@@ -18,7 +18,7 @@ from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .schema import SCHEMA_PATH
 from .settings import Settings
 from .source import ChangeSource
-from .stream import EventStream, OpenStreams, event_stream
+from .stream import EventStream, OpenStreams
 from .subscriptions import Join, Subscriptions, opening_frame
 
 FLOW_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:~-]{1,256}")
@@ -120,7 +120,7 @@ async def flow_events(request: Request) -> Response | EventStream:
         async for data in state["subscriptions"].prologue(subscriber, plan):
             yield data
 
-    return event_stream(
+    return EventStream(
         subscriber,
         prologue(),
         send_timeout_s=stream.send_timeout_s,

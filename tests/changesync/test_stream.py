@@ -30,7 +30,7 @@ from changesync.broadcast import Broker, Delivery, Subscriber
 from changesync.errors import SendTimeoutError
 from changesync.events import position_frame, resync_frame
 from changesync.settings import load_settings
-from changesync.stream import EventStream, OpenStreams, event_stream
+from changesync.stream import EventStream, OpenStreams
 from changesync.web import SECURITY_HEADERS, HttpGuard
 from harness import free_port, serve_app
 
@@ -65,7 +65,7 @@ class Service:
     async def endpoint(self, request: Request) -> EventStream:
         subscriber = self.broker.subscribe(request.path_params["flow_id"])
         self.subscribed.set()
-        return event_stream(
+        return EventStream(
             subscriber,
             self.prologue(subscriber),
             send_timeout_s=self.send_timeout_s,
@@ -166,7 +166,7 @@ class TestResponse:
             messages.append(message)
 
         subscriber = service.broker.subscribe("a")
-        stream = event_stream(
+        stream = EventStream(
             subscriber,
             farewell_prologue(subscriber),
             send_timeout_s=WAIT_S,
@@ -208,7 +208,7 @@ class TestResponse:
 
         service = Service(prologue=prologue)
         subscriber = service.broker.subscribe("a")
-        stream = event_stream(
+        stream = EventStream(
             subscriber,
             prologue(subscriber),
             send_timeout_s=WAIT_S,

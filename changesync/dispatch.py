@@ -294,11 +294,12 @@ class Dispatcher:
         before, after = event.full_document_before_change, event.full_document
         if keep is not None and after is not None:
             self.images.put(collection, keep.key, after, keep.size, keep.updates)
-        # The live pipeline remembers the projections of post-images: only kept ones may stay.
-        if before is not None and before is not after:
-            self.pipeline.forget(collection, before)
-        if after is not None and (keep is None or not self.images.holds(collection, keep.key, after)):
-            self.pipeline.forget(collection, after)
+        # The live pipeline remembers the projections of updates' post-images: only kept ones may stay.
+        if event.operation == "update":
+            if before is not None and before is not after:
+                self.pipeline.forget(collection, before)
+            if after is not None and (keep is None or not self.images.holds(collection, keep.key, after)):
+                self.pipeline.forget(collection, after)
         return result
 
     def _convert_live(self, change: Change, collection: str) -> tuple[ChangeEvent, _Keep | None]:

@@ -239,14 +239,11 @@ class _ProjectionStage:
         """How many post-images the memo holds."""
         return len(self._memo)
 
-    def forget(self, document: Document | None = None) -> None:
-        """Drop the remembered projection of ``document`` (of every document when ``None``)."""
-        if document is None:
-            self._memo.clear()
-        else:
-            entry = self._memo.get(id(document))
-            if entry is not None and entry[0] is document:
-                del self._memo[id(document)]
+    def forget(self, document: Document) -> None:
+        """Drop the remembered projection of ``document``, if any."""
+        entry = self._memo.get(id(document))
+        if entry is not None and entry[0] is document:
+            del self._memo[id(document)]
 
     def __call__(self, event: ChangeEvent) -> ChangeEvent | Drop:
         root = self._root

@@ -168,8 +168,8 @@ class Pipeline:
         """The routed collection names, in the order the routes were given."""
         return tuple(self._routes)
 
-    def forget(self, collection: str, document: Document | None = None) -> None:
-        """Drop what the memo holds for ``document`` of ``collection`` (for all of them when ``None``)."""
+    def forget(self, collection: str, document: Document) -> None:
+        """Drop what the memo holds for ``document`` of ``collection``, if anything."""
         chain = self._chains.get(collection)
         if chain is not None and chain.projection is not None:
             chain.projection.forget(document)

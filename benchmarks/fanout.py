@@ -223,7 +223,7 @@ async def count_change_streams(client: AsyncMongoClient[dict[str, Any]], databas
 def expected_frame_bytes() -> int:
     """The size of changesync's LOG_STREAM frame for the writer's documents (the ceiling writes as many)."""
     from changesync.codec import encode_token, to_change_event
-    from changesync.dispatch import encode_frame
+    from changesync.frames import change_frame
     from changesync.settings import load_settings
     from filters import Drop, Pipeline
 
@@ -232,7 +232,8 @@ def expected_frame_bytes() -> int:
     settings = load_settings(environ={})
     result = Pipeline(settings.routes).process_all(to_change_event(change))
     assert not isinstance(result, Drop)
-    return len(encode_frame(result[0], encode_token(change["_id"])))
+    frame, _ = change_frame(result[0], encode_token(change["_id"]), max_bytes=settings.limits.max_event_bytes)
+    return len(frame.data)
 
 
 # --- one scenario ----------------------------------------------------------------------------------

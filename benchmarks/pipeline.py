@@ -2,14 +2,14 @@
 
     python -m benchmarks.pipeline [--smoke] [--seconds S]
 
-For each typical event (``benchmarks.samples``), the service's path as ``Dispatcher.render`` runs it:
-``codec.encode_token`` (the frame's id) → ``Dispatcher.process_live`` (conversion with the document
-cache, then the live ``Pipeline.process_all`` with the default routes) → ``dispatch.encode_frame``.
+For each typical event (``benchmarks.samples``), the service's path as ``Producer.frames`` runs it:
+``codec.encode_token`` (the frame's id) → conversion with the document cache (``LiveConverter``) →
+the live ``Pipeline.process_all`` with the default routes → encoding (``producing.encode``).
 Updates are measured on a sequence of consecutive updates of one document (``samples.update_sequence``: a node dragged,
 a run progressing), which is how the cache sees them, and apart for first updates of documents
 never seen before. Also, each step alone on the typical event (conversion and filtering without the
-cache), the service's whole ``Dispatcher.on_change`` with no subscribers (adds metrics and the
-replay buffer), and the baseline: the raw change through ``json.dumps(default=str)`` /
+cache), the service's whole ``Producer.on_change`` with no subscribers (adds metrics and the
+hub's replay buffer), and the baseline: the raw change through ``json.dumps(default=str)`` /
 ``orjson.dumps`` with no filtering at all.
 """
 
@@ -30,11 +30,13 @@ from typing import Any
 
 import orjson
 
-from changesync.broadcast import Broker
 from changesync.codec import encode_token, to_change_event
-from changesync.dispatch import Dispatcher, encode_frame
+from changesync.delivering.broadcast import Broker
+from changesync.frames import change_frame
+from changesync.hub.local import LocalHub
+from changesync.hub.replay import ReplayBuffer
 from changesync.metrics import Metrics
-from changesync.replay import ReplayBuffer
+from changesync.producing.producer import Producer, build_producer
 from changesync.settings import load_settings
 from filters import Drop
 
@@ -51,26 +53,27 @@ SEQUENCE_LENGTH = 2_000
 EQUIVALENCE_CHECKS = 200
 
 
-def build_dispatcher(*, document_cache: bool = True) -> Dispatcher:
-    """The service's dispatcher with the default settings (optionally without the document cache)."""
+def producer(*, document_cache: bool = True) -> Producer:
+    """The service's producer with the default settings (optionally without the document cache), as
+    ``create_app`` builds it, publishing to an in-process hub without subscribers."""
     settings = load_settings(environ={} if document_cache else {"CHANGESYNC_STREAM_DOCUMENT_CACHE_BYTES": "0"})
     stream = settings.stream
-    return Dispatcher.from_settings(
-        settings,
+    metrics = Metrics()
+    hub = LocalHub(
         Broker(max_queue=stream.client_queue_size),
-        Metrics(),
         ReplayBuffer(per_flow=stream.replay_per_flow, max_bytes=stream.replay_max_bytes),
+        metrics,
     )
+    return build_producer(settings, hub, metrics)
 
 
-def frames_of(dispatcher: Dispatcher, change: dict[str, Any]) -> list[bytes]:
-    """What the service publishes for ``change``: the changesync path, as ``Dispatcher.render`` runs it
+def frames_of(producer: Producer, change: dict[str, Any]) -> list[bytes]:
+    """What the service publishes for ``change``: the changesync path, as ``Producer.frames`` runs it
     (the frame's id, conversion with the document cache, the pipeline, one encoding per event)."""
-    position = encode_token(change["_id"])
-    result = dispatcher.process_live(change, change["ns"]["coll"])
-    if isinstance(result, Drop):
-        raise AssertionError(f"the sample was dropped: {result}")
-    return [encode_frame(event, position) for event in result]
+    frames = producer.frames(change, encode_token(change["_id"]))
+    if not frames:
+        raise AssertionError(f"the sample was dropped: {change['operationType']} on {change['ns']['coll']}")
+    return [frame.data for frame in frames]
 
 
 def cycling(changes: list[dict[str, Any]], step: Callable[[dict[str, Any]], Any]) -> Callable[[], Any]:
@@ -95,14 +98,14 @@ def first_updates(change: dict[str, Any], step: Callable[[dict[str, Any]], Any])
 def check_output(name: str, change: dict[str, Any], sequence: list[dict[str, Any]]) -> dict[str, Any]:
     """The benchmark measures the real path: the event is published, private fields are gone, and the
     document cache changes nothing: a sequence of updates gives the same frames with and without it."""
-    frames = frames_of(build_dispatcher(), change)
+    frames = frames_of(producer(), change)
     for frame in frames:
         for secret in (b"credentials", b"secrets", b"__v", b"sk-"):
             assert secret not in frame, f"{name}: {secret!r} leaked into the frame"
     payload = orjson.loads(frames[0].split(b"data: ", 1)[1])
     if name == "canvas update":
         assert payload["patch"] == [{"op": "replace", "path": "/nodes/3/position/x", "value": 412.5}], payload["patch"]
-    cached, uncached = build_dispatcher(), build_dispatcher(document_cache=False)
+    cached, uncached = producer(), producer(document_cache=False)
     for index, step in enumerate(sequence[:EQUIVALENCE_CHECKS]):
         assert frames_of(cached, step) == frames_of(uncached, step), f"{name}: update {index} differs with the cache"
     return {
@@ -163,16 +166,16 @@ def main(argv: list[str] | None = None) -> int:
         sequence = samples.update_sequence(name, SEQUENCE_LENGTH) if is_update else [change]
         shape = check_output(name, change, sequence)
         converted = to_change_event(change)
-        pipeline = build_dispatcher(document_cache=False).pipeline
+        pipeline = producer(document_cache=False).pipeline
         processed = pipeline.process_all(converted)
         assert not isinstance(processed, Drop)
         position = encode_token(change["_id"])
 
         def encode_only(processed: tuple[Any, ...] = processed, position: str = position) -> None:
             for event in processed:
-                encode_frame(event, position)
+                change_frame(event, position, max_bytes=1 << 20)
 
-        warm, cold, on_change = build_dispatcher(), build_dispatcher(), build_dispatcher()
+        warm, cold, on_change = producer(), producer(), producer()
         timed = {"seconds": seconds, "round_s": round_s}
         measured = {
             "convert": rate(lambda change=change: to_change_event(change), **_part(timed)),
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 else cycling(sequence, functools.partial(frames_of, cold)),
                 **_part(timed, 2),
             ),
-            "dispatcher_on_change": rate(cycling(sequence, on_change.on_change), **_part(timed, 2)),
+            "producer_on_change": rate(cycling(sequence, on_change.on_change), **_part(timed, 2)),
             "baseline_json": rate(lambda change=change: json.dumps(change, default=str), **_part(timed, 2)),
             "baseline_orjson": rate(lambda change=change: orjson.dumps(change, default=str), **_part(timed, 2)),
         }
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                 measured["encode"]["per_s"],
                 measured["changesync_first_update"]["per_s"],
                 total,
-                measured["dispatcher_on_change"]["per_s"],
+                measured["producer_on_change"]["per_s"],
                 measured["baseline_json"]["per_s"],
                 measured["baseline_orjson"]["per_s"],
                 f"{total / measured['baseline_orjson']['per_s']:.2f}",

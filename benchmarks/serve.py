@@ -9,9 +9,9 @@ the test harness does) and the uvicorn configuration of ``changesync serve``. ``
 ``benchmarks.naive_app`` with uvicorn's defaults.
 
 ``--trace`` measures what the metrics cannot: for every change, from the moment it leaves the
-driver (``Dispatcher.on_change`` is entered) to the moment its frame was handed to the transport of
+driver (``Producer.on_change`` is entered) to the moment its frame was handed to the transport of
 the first and of the last subscriber (the ASGI ``send`` of the body that carries its ``id:`` returned).
-It wraps ``Dispatcher.on_change`` and the ASGI app in this process only; nothing in the service
+It wraps ``Producer.on_change`` and the ASGI app in this process only; nothing in the service
 changes. ``GET /_bench/trace?reset=1`` starts a measurement, ``GET /_bench/trace`` reports it.
 """
 
@@ -47,7 +47,7 @@ def changesync_settings(
     wanted = {"auth.mode": "none"}
     if max_connections is not None:
         wanted["limits.max_connections"] = str(max_connections)
-    known = getattr(settings_module, "SCALARS", {})
+    known = getattr(settings_module, "DECLARATIONS", None) or getattr(settings_module, "SCALARS", {})
     environ = {
         SCALAR_ENV_PREFIX + key.replace(".", "_").upper(): value for key, value in wanted.items() if key in known
     }
@@ -77,18 +77,19 @@ class DeliveryTrace:
         self.on_change_ns.clear()
 
     def install(self) -> None:
-        from changesync.dispatch import Dispatcher
+        from changesync.codec import encode_token
+        from changesync.producing.producer import Producer
 
-        original = Dispatcher.on_change
+        original = Producer.on_change
         trace = self
 
-        def on_change(dispatcher: Any, change: Any) -> None:
+        def on_change(producer: Any, change: Any) -> None:
             started = time.perf_counter_ns()
-            original(dispatcher, change)
+            original(producer, change)
             trace.on_change_ns.append(time.perf_counter_ns() - started)
-            trace.driver_ns[dispatcher.position.encode("ascii")] = started
+            trace.driver_ns[encode_token(change["_id"]).encode("ascii")] = started
 
-        Dispatcher.on_change = on_change  # type: ignore[method-assign]
+        Producer.on_change = on_change  # type: ignore[method-assign]
 
     def record(self, body: bytes, now: int) -> None:
         ids = EVENT_ID.findall(body)

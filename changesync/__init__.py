@@ -1,13 +1,12 @@
 """changesync: MongoDB change streams as typed, per-flow Server-Sent Events."""
 
 from .app import create_app
-from .errors import ChangesyncError, ConfigError, NotAReplicaSetError, SourceError
+from .errors import ChangesyncError, ConfigError, SourceError
 from .settings import Settings, load_settings
 
 __all__ = [
     "ChangesyncError",
     "ConfigError",
-    "NotAReplicaSetError",
     "Settings",
     "SourceError",
     "create_app",

@@ -17,7 +17,7 @@ from typing import Any
 
 import jwt
 
-from .errors import ConfigError
+from .errors import AuthenticationError, ConfigError
 from .settings import AuthSettings
 
 # Clock skew tolerated on exp/nbf between the token issuer and this service, in seconds.
@@ -26,14 +26,6 @@ HMAC_ALGORITHMS = ["HS256"]
 PUBLIC_KEY_ALGORITHMS = ["RS256", "ES256"]
 # Cached authorization answers kept at most, whatever the TTL (one entry per subject and flow).
 MAX_CACHED_DECISIONS = 100_000
-
-
-class AuthenticationError(Exception):
-    """No valid token: answered with 401 and ``message``."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,43 +39,53 @@ ANONYMOUS = Principal("anonymous", is_service=True)
 """The principal of every request when ``auth.mode = "none"``: it may read any flow."""
 
 
+@dataclass(frozen=True, slots=True)
+class VerificationKeys:
+    """What tokens are checked against: one key (HS256 secret or PEM), or a JWKS."""
+
+    algorithms: tuple[str, ...]
+    key: Any = None
+    jwks: jwt.PyJWKSet | None = None
+
+
+def load_keys(settings: AuthSettings) -> VerificationKeys | None:
+    """Read and check the configured key source (``None`` when authentication is off).
+
+    Raises ``ConfigError`` naming the setting when no key is configured in ``jwt`` mode, or the
+    configured one cannot be read.
+    """
+    if settings.mode == "none":
+        return None
+    if settings.jwks_file:
+        try:
+            jwks = jwt.PyJWKSet.from_dict(json.loads(Path(settings.jwks_file).read_text()))
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            raise ConfigError("auth.jwks_file", settings.jwks_file, f"a readable JWKS file ({exc})") from exc
+        return VerificationKeys(tuple(PUBLIC_KEY_ALGORITHMS), jwks=jwks)
+    if settings.jwt_public_key_file:
+        try:
+            key = Path(settings.jwt_public_key_file).read_text()
+            jwt.algorithms.RSAAlgorithm  # noqa: B018 - fails early when the crypto extra is missing
+        except (OSError, AttributeError) as exc:
+            raise ConfigError(
+                "auth.jwt_public_key_file", settings.jwt_public_key_file, f"a readable PEM public key ({exc})"
+            ) from exc
+        return VerificationKeys(tuple(PUBLIC_KEY_ALGORITHMS), key=key)
+    if settings.jwt_secret:
+        return VerificationKeys(tuple(HMAC_ALGORITHMS), key=settings.jwt_secret)
+    raise ConfigError(
+        "auth.jwt_secret",
+        "<unset>",
+        "a secret (CHANGESYNC_AUTH_JWT_SECRET), a public key file or a JWKS file; "
+        'or auth.mode = "none" (CHANGESYNC_AUTH_MODE=none) to run without authentication',
+    )
+
+
 class Authenticator:
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
-        self.enabled = settings.mode == "jwt"
-        self._key: Any = None
-        self._jwks: jwt.PyJWKSet | None = None
-        self._algorithms: list[str] = []
-        if self.enabled:
-            self._load_keys()
-
-    def _load_keys(self) -> None:
-        settings = self.settings
-        if settings.jwks_file:
-            try:
-                self._jwks = jwt.PyJWKSet.from_dict(json.loads(Path(settings.jwks_file).read_text()))
-            except (OSError, ValueError, jwt.PyJWTError) as exc:
-                raise ConfigError("auth.jwks_file", settings.jwks_file, f"a readable JWKS file ({exc})") from exc
-            self._algorithms = PUBLIC_KEY_ALGORITHMS
-        elif settings.jwt_public_key_file:
-            try:
-                self._key = Path(settings.jwt_public_key_file).read_text()
-                jwt.algorithms.RSAAlgorithm  # noqa: B018 - fails early when the crypto extra is missing
-            except (OSError, AttributeError) as exc:
-                raise ConfigError(
-                    "auth.jwt_public_key_file", settings.jwt_public_key_file, f"a readable PEM public key ({exc})"
-                ) from exc
-            self._algorithms = PUBLIC_KEY_ALGORITHMS
-        elif settings.jwt_secret:
-            self._key = settings.jwt_secret
-            self._algorithms = HMAC_ALGORITHMS
-        else:
-            raise ConfigError(
-                "auth.jwt_secret",
-                "<unset>",
-                "a secret (CHANGESYNC_AUTH_JWT_SECRET), a public key file or a JWKS file; "
-                'or auth.mode = "none" (CHANGESYNC_AUTH_MODE=none) to run without authentication',
-            )
+        self.keys = load_keys(settings)
+        self.enabled = self.keys is not None
 
     def token_from(self, headers: Mapping[str, str], cookies: Mapping[str, str], query: Mapping[str, str]) -> str:
         settings = self.settings
@@ -101,18 +103,19 @@ class Authenticator:
     def authenticate(
         self, headers: Mapping[str, str], cookies: Mapping[str, str], query: Mapping[str, str]
     ) -> Principal:
-        if not self.enabled:
+        keys = self.keys
+        if keys is None:
             return ANONYMOUS
         token = self.token_from(headers, cookies, query)
         try:
-            key = self._key
-            if self._jwks is not None:
+            key = keys.key
+            if keys.jwks is not None:
                 kid = jwt.get_unverified_header(token).get("kid")
-                key = self._jwks[kid].key if kid else self._jwks.keys[0].key
+                key = keys.jwks[kid].key if kid else keys.jwks.keys[0].key
             claims = jwt.decode(
                 token,
                 key,
-                algorithms=self._algorithms,
+                algorithms=list(keys.algorithms),
                 audience=self.settings.audience or None,
                 issuer=self.settings.issuer or None,
                 leeway=LEEWAY_S,
@@ -166,24 +169,3 @@ class Authorizer:
                 self._decisions.clear()
         self._decisions[key] = (decision, now + self.ttl_s)
         return decision
-
-
-def access_query(template: str, flow_values: list[Any], subject: str) -> dict[str, Any]:
-    """The configured query with ``"{flowId}"`` and ``"{sub}"`` filled in.
-
-    ``"{flowId}"`` becomes ``{"$in": [...]}`` of the forms a flow id may be stored in.
-    """
-
-    def fill(node: Any) -> Any:
-        if node == "{flowId}":
-            return {"$in": flow_values}
-        if node == "{sub}":
-            return subject
-        if isinstance(node, dict):
-            return {key: fill(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [fill(value) for value in node]
-        return node
-
-    filled: dict[str, Any] = fill(json.loads(template))
-    return filled

@@ -5,56 +5,69 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from .errors import ConfigError
-from .settings import Settings, load_settings, validate_routes
+from .settings import DECLARATIONS, Settings, load_settings
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
+# The settings each command takes as flags (their flags are declared with the settings).
+SERVE_SETTINGS = ("mongodb_uri", "database", "host", "port", "log.level")
+COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "serve": ("run the service", SERVE_SETTINGS),
+    "demo": ("run an embedded database, the service and a demo writer, with a token to try it", SERVE_SETTINGS),
+    "check": (
+        "verify that the deployment can serve change streams and the routes have pre-images",
+        ("mongodb_uri", "database"),
+    ),
+    "preview": ("show what clients would receive for captured change events (offline)", ()),
+}
+
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="TOML config file (default: $CHANGESYNC_CONFIG)")
-    common.add_argument("--mongodb-uri", metavar="URI", help="MongoDB URI (replica set or mongos)")
-    common.add_argument("--database", metavar="NAME", help="database to watch")
-    common.add_argument("--host", metavar="HOST", help="address to listen on (default 127.0.0.1)")
-    common.add_argument("--port", metavar="PORT", type=int, help="port to listen on (default 8000)")
-    common.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
-
     parser = argparse.ArgumentParser(prog="changesync", description="MongoDB change streams as typed, per-flow SSE.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", parents=[common], help="run the service")
-    demo = commands.add_parser(
-        "demo", parents=[common], help="run the embedded database, the service and a demo writer"
-    )
-    demo.add_argument(
+    subparsers = {}
+    for name, (summary, keys) in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+        sub.add_argument("--config", metavar="FILE", help="TOML config file (default: $CHANGESYNC_CONFIG)")
+        for key in keys:
+            declaration = DECLARATIONS[key]
+            sub.add_argument(
+                declaration.flag,
+                dest=key,
+                metavar=key.rpartition(".")[2].upper(),
+                help=f"{declaration.help} (default {declaration.default}; {declaration.env})"
+                if not declaration.secret
+                else f"{declaration.help} ({declaration.env})",
+            )
+        subparsers[name] = sub
+    subparsers["demo"].add_argument(
         "--external", action="store_true", help="use --mongodb-uri instead of starting the embedded database"
     )
-    check = commands.add_parser("check", parents=[common], help="verify the deployment and the routes")
-    check.add_argument("--fix", action="store_true", help="enable pre-/post-images on routes that need them")
-    preview = commands.add_parser(
-        "preview", parents=[common], help="show what clients would receive for captured change events"
+    subparsers["check"].add_argument(
+        "--fix", action="store_true", help="enable pre-/post-images on routes that need them"
     )
-    preview.add_argument(
+    subparsers["check"].add_argument("--verbose", action="store_true", help="show the driver's details of failures")
+    subparsers["preview"].add_argument(
         "events", metavar="EVENTS", help="file of change events, one Extended JSON per line (- for stdin)"
     )
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {
-        "mongodb_uri": args.mongodb_uri,
-        "database": args.database,
-        "host": args.host,
-        "port": args.port,
-        "log.level": args.log_level,
-    }
-    settings = load_settings(args.config, environ=os.environ, overrides=overrides)
-    validate_routes(settings)
-    return settings
+    overrides: dict[str, Any] = {key: getattr(args, key) for key in COMMANDS[args.command][1]}
+    defaults: dict[str, Any] = {}
+    if args.command == "demo":
+        # The demo mints tokens for its user: a fresh secret unless one is configured.
+        defaults["auth.jwt_secret"] = secrets.token_urlsafe(32)
+    return load_settings(
+        args.config, environ=os.environ, overrides=overrides, defaults=defaults, serving=args.command == "serve"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,32 +83,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _demo(settings, external=args.external)
         if args.command == "check":
-            return _check(settings, fix=args.fix)
+            return _check(settings, fix=args.fix, verbose=args.verbose)
         return _preview(settings, args.events)
-    except ConfigError as exc:
-        # Settings that only the service validates (keys, auth) surface when it is built.
-        print(f"changesync: configuration error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
-
     from .app import create_app
     from .logs import configure_logging
-    from .server import tune_garbage_collection, uvicorn_config
+    from .server import make_server, tune_garbage_collection
 
     configure_logging(settings.log)
     tune_garbage_collection()
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    make_server(create_app(settings), settings).run()
     return EXIT_OK
 
 
 def _demo(settings: Settings, *, external: bool) -> int:
     from .demo import run_demo
-    from .embedded import EmbeddedServerError
+    from .errors import EmbeddedServerError
     from .logs import configure_logging
 
     configure_logging(settings.log)
@@ -106,11 +113,11 @@ def _demo(settings: Settings, *, external: bool) -> int:
         return EXIT_USAGE
 
 
-def _check(settings: Settings, *, fix: bool) -> int:
+def _check(settings: Settings, *, fix: bool, verbose: bool) -> int:
     from .check import run_check
 
     report = asyncio.run(run_check(settings, fix=fix))
-    print(report.render())
+    print(report.render(verbose=verbose))
     return EXIT_PROBLEMS if report.failed else EXIT_OK
 
 
@@ -127,7 +134,7 @@ def _preview(settings: Settings, path: str) -> int:
         return EXIT_USAGE
     errors = 0
     with source:
-        for _, text, is_error in preview_lines(source, pipeline):
+        for _, text, is_error in preview_lines(source, pipeline, max_event_bytes=settings.limits.max_event_bytes):
             if is_error:
                 errors += 1
                 print(text, file=sys.stderr)

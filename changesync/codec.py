@@ -38,9 +38,10 @@ from bson.errors import InvalidBSON
 
 from filters import ChangeEvent, UpdateDescription
 
+from .queries import DATA_OPERATIONS
+
 # JavaScript numbers are exact up to 2^53; larger integers would silently lose digits in a browser.
 MAX_SAFE_INTEGER = 2**53
-DATA_OPERATIONS = frozenset({"insert", "update", "replace", "delete"})
 UTC = datetime.UTC
 
 
@@ -265,6 +266,12 @@ def _update_description(description: Mapping[str, Any], flow_id_path: Sequence[s
             path: tuple(components) for path, components in (description.get("disambiguatedPaths") or {}).items()
         },
     )
+
+
+def cluster_time_of(change: Mapping[str, Any]) -> tuple[int, int] | None:
+    """A raw change's ``clusterTime`` as ``(seconds, increment)``; ``None`` when it has none."""
+    stamp = change.get("clusterTime")
+    return (stamp.time, stamp.inc) if isinstance(stamp, Timestamp) else None
 
 
 def identity_key(document_key: Any) -> bytes | None:

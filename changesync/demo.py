@@ -20,15 +20,13 @@ import time
 from typing import Any
 
 import jwt
-import uvicorn
-from pymongo.asynchronous.database import AsyncDatabase
 
 from .app import create_app
 from .check import run_check
 from .embedded import EmbeddedServer
-from .server import tune_garbage_collection, uvicorn_config
+from .mongo import RawDatabase, open_database
+from .server import Server, make_server, tune_garbage_collection
 from .settings import Settings
-from .source import open_client
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +45,7 @@ def _node(index: int) -> dict[str, Any]:
     }
 
 
-async def seed(database: AsyncDatabase[dict[str, Any]], flow_id: str = DEMO_FLOW_ID) -> None:
+async def seed(database: RawDatabase, flow_id: str = DEMO_FLOW_ID) -> None:
     now = datetime.datetime.now(datetime.UTC)
     await database.flowboards.replace_one(
         {"_id": flow_id},
@@ -72,7 +70,7 @@ async def seed(database: AsyncDatabase[dict[str, Any]], flow_id: str = DEMO_FLOW
     )
 
 
-async def write_forever(database: AsyncDatabase[dict[str, Any]], flow_id: str = DEMO_FLOW_ID) -> None:
+async def write_forever(database: RawDatabase, flow_id: str = DEMO_FLOW_ID) -> None:
     """Edit the canvas, run executions and stream logs, one step every ``STEP_INTERVAL_S``."""
     await seed(database, flow_id)
     node_count = 3
@@ -159,16 +157,15 @@ async def run_demo(settings: Settings, *, use_embedded: bool) -> int:
         if report.failed:
             print(report.render())
             return 1
-        config = uvicorn_config(create_app(settings), settings)
         tune_garbage_collection()
-        return await _serve_with_writer(uvicorn.Server(config), settings, token)
+        return await _serve_with_writer(make_server(create_app(settings), settings), settings, token)
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
 
 
-async def _serve_with_writer(web: uvicorn.Server, settings: Settings, token: str | None) -> int:
-    client = open_client(settings.mongodb_uri)
+async def _serve_with_writer(web: Server, settings: Settings, token: str | None) -> int:
+    database = open_database(settings.mongodb_uri, settings.database)
     writer: asyncio.Task[None] | None = None
     try:
         serving = asyncio.create_task(web.serve())
@@ -178,7 +175,7 @@ async def _serve_with_writer(web: uvicorn.Server, settings: Settings, token: str
             print(f"changesync demo: could not listen on {settings.host}:{settings.port}", file=sys.stderr)
             return 1
         print(banner(settings, token), flush=True)
-        writer = asyncio.create_task(write_forever(client[settings.database]))
+        writer = asyncio.create_task(write_forever(database.raw))
         await serving
         return 0
     except SystemExit as exc:
@@ -190,4 +187,4 @@ async def _serve_with_writer(web: uvicorn.Server, settings: Settings, token: str
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
-        await client.close()
+        await database.close()

@@ -18,13 +18,11 @@ import time
 from pathlib import Path
 from typing import IO
 
+from .errors import EmbeddedServerError
+
 EXECUTABLE = "secantusd-py"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 INSTALL_HINT = "pip install 'changesync[demo]'"
-
-
-class EmbeddedServerError(RuntimeError):
-    """The embedded server is not installed or did not start."""
 
 
 def find_executable() -> str | None:

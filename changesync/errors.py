@@ -1,17 +1,29 @@
-"""Exceptions raised by changesync.
+"""Every exception changesync raises on purpose.
 
     ChangesyncError
-    ├── ConfigError (also ValueError)         bad configuration: names the key, the value, what was expected
-    ├── SendTimeoutError (also TimeoutError)  a client stopped reading its stream (send_timeout_s)
-    └── SourceError                           MongoDB cannot serve the change stream we need
-        └── NotAReplicaSetError               the deployment has no change streams (standalone server)
+    ├── ConfigError (also ValueError)          bad configuration: names the key, the value, what was expected
+    ├── AuthenticationError                    a request carries no valid token (answered with 401)
+    ├── SendTimeoutError (also TimeoutError)   a client stopped reading its stream (stream.send_timeout_s)
+    ├── ResumeFailedError                      a client's position cannot be caught up (``reason``, sent in a RESYNC)
+    ├── EmbeddedServerError                    the embedded database of ``changesync demo`` is missing or did not start
+    └── SourceError                            MongoDB could not do what was asked
+        ├── SourceUnavailableError             no connection: server selection failed, the network broke
+        ├── UndecodableError                   the server sent data that cannot be decoded (InvalidBSON)
+        └── ServerError                        the server refused an operation (``code``, ``details``)
+            ├── NotAReplicaSetError            a standalone server: change streams need a replica set (40573)
+            ├── PositionLostError              a change stream position can no longer be used
+            │   ├── HistoryLostError           too old: it fell off the oplog (136, 286)
+            │   └── UnknownPositionError       never this deployment's, or unusable (260, 280)
+            └── TokenRejectedError             the server cannot read the value as a resume token (9, 14)
 
-Errors of the filter pipeline live in ``filters.errors`` (``FilterError``): ``filters`` is a
-separate package that knows nothing of this one.
+PyMongo's exceptions become ``SourceError``s in one place, ``changesync.mongo.mapped_errors``: no
+module above it imports PyMongo to read an error. Errors of the filter pipeline live in
+``filters.errors`` (``FilterError``): ``filters`` is a separate package that knows nothing of this one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -20,13 +32,24 @@ class ChangesyncError(Exception):
 
 
 class ConfigError(ChangesyncError, ValueError):
-    """A setting is missing, malformed or out of range."""
+    """A setting is missing, malformed or out of range.
+
+    ``key`` is the name the operator wrote (a file key, an environment variable or a flag).
+    """
 
     def __init__(self, key: str, value: Any, expected: str) -> None:
         self.key = key
         self.value = value
         self.expected = expected
         super().__init__(f"{key}: expected {expected}, got {value!r}")
+
+
+class AuthenticationError(ChangesyncError):
+    """No valid token: answered with 401 and ``message``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class SendTimeoutError(ChangesyncError, TimeoutError):
@@ -37,9 +60,58 @@ class SendTimeoutError(ChangesyncError, TimeoutError):
         super().__init__(f"a send to the client blocked for more than {timeout_s:g} s")
 
 
+class ResumeFailedError(ChangesyncError):
+    """A client's position cannot be caught up; ``reason`` (a ``changesync.resync`` reason) is sent in a RESYNC."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EmbeddedServerError(ChangesyncError):
+    """The embedded server is not installed or did not start."""
+
+
 class SourceError(ChangesyncError):
-    """The MongoDB deployment cannot serve the change stream."""
+    """MongoDB could not do what was asked. ``cause`` is a one-line account an operator can act on."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
 
 
-class NotAReplicaSetError(SourceError):
-    """Change streams need a replica set or a sharded cluster."""
+class SourceUnavailableError(SourceError):
+    """The deployment cannot be reached: no server was selected in time, or the connection broke."""
+
+
+class UndecodableError(SourceError):
+    """The server sent a reply that cannot be decoded (for example an invalid BSON document)."""
+
+
+class ServerError(SourceError):
+    """The server answered with an error ``code``; ``details`` is its reply, when there is one."""
+
+    def __init__(self, cause: str, *, code: int | None, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(cause)
+        self.code = code
+        self.details = details
+
+
+class NotAReplicaSetError(ServerError):
+    """The server is a standalone ``mongod``: change streams need a replica set (even of one node) or mongos."""
+
+
+class PositionLostError(ServerError):
+    """A change stream position (a resume token or start time) can no longer be used."""
+
+
+class HistoryLostError(PositionLostError):
+    """The position fell off the oplog: the changes after it are gone."""
+
+
+class UnknownPositionError(PositionLostError):
+    """The position was never in this deployment's history, or the stream cannot resume from it."""
+
+
+class TokenRejectedError(ServerError):
+    """The server cannot parse the value as a resume token at all."""

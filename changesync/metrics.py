@@ -43,6 +43,11 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.authorization_errors = Counter(
+            "changesync_authorization_errors",
+            "Access checks that could not be made (the database did not answer); the request got 503.",
+            registry=self.registry,
+        )
         self.clients_connected = Gauge("changesync_clients_connected", "Connected SSE clients.", registry=self.registry)
         self.clients_disconnected_slow = Counter(
             "changesync_clients_disconnected_slow",

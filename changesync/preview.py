@@ -15,11 +15,11 @@ from bson.errors import InvalidBSON
 from filters import Drop, Pipeline
 
 from .codec import encode_token, to_change_event
-from .dispatch import encode_frame
-from .source import DATA_OPERATIONS, RESET_OPERATIONS
+from .producing.encode import encode
+from .queries import DATA_OPERATIONS, RESET_OPERATIONS
 
 
-def preview_lines(lines: Iterable[str], pipeline: Pipeline) -> Iterator[tuple[int, str, bool]]:
+def preview_lines(lines: Iterable[str], pipeline: Pipeline, *, max_event_bytes: int) -> Iterator[tuple[int, str, bool]]:
     """Yield ``(line number, text, is_error)`` for every non-blank input line."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -33,6 +33,9 @@ def preview_lines(lines: Iterable[str], pipeline: Pipeline) -> Iterator[tuple[in
             yield number, f"line {number}: expected a change event object", True
             continue
         operation = change.get("operationType")
+        if not isinstance(operation, str) or "_id" not in change:
+            yield number, f"line {number}: not a change event (one has an operationType and an _id)", True
+            continue
         if operation in RESET_OPERATIONS:
             yield number, f"resync: every client of this database must reload ({operation})", False
             continue
@@ -52,8 +55,8 @@ def preview_lines(lines: Iterable[str], pipeline: Pipeline) -> Iterator[tuple[in
             continue
         token = change.get("_id")
         position = encode_token(token) if isinstance(token, dict) and token.get("_data") else ""
-        try:
-            for published in result:
-                yield number, encode_frame(published, position).decode().rstrip("\n"), False
-        except (TypeError, ValueError) as exc:
-            yield number, f"line {number}: cannot be encoded ({exc})", True
+        encoded = encode(result, position, max_event_bytes=max_event_bytes)
+        for frame in encoded.frames:
+            yield number, frame.data.decode().rstrip("\n"), False
+        for error in encoded.errors:
+            yield number, f"line {number}: cannot be encoded ({error})", True

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from types import FrameType
 
 import uvicorn
+from starlette.applications import Starlette
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -151,3 +153,22 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         server_header=False,
     )
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, which also tells the app when a signal asks it to stop, so that streams get
+    their farewell (``app.state.shutdown``, a ``ShutdownNotice``) before uvicorn waits for them."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        notice = getattr(self.app.state, "shutdown", None)
+        if notice is not None:
+            notice.request()
+
+
+def make_server(app: Starlette, settings: Settings) -> Server:
+    return Server(uvicorn_config(app, settings), app)

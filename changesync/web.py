@@ -12,14 +12,16 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .auth import AuthenticationError, Authenticator, Authorizer
-from .broadcast import Broker, Subscriber
+from .auth import Authenticator, Authorizer
+from .delivering.broadcast import Subscriber
+from .delivering.joins import Join, Joins, opening_frame
+from .delivering.stream import EventStream, OpenStreams
+from .errors import AuthenticationError, SourceError
+from .hub import Hub
 from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .producing.watcher import CHECK_HINT, Watcher
 from .schema import SCHEMA_PATH
 from .settings import Settings
-from .source import ChangeSource
-from .stream import EventStream, OpenStreams
-from .subscriptions import Join, Subscriptions, opening_frame
 
 FLOW_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:~-]{1,256}")
 # Our ids are a few hundred characters; anything far longer is not one of ours.
@@ -41,14 +43,16 @@ SECURITY_HEADERS = [
 
 class State(TypedDict):
     settings: Settings
-    broker: Broker
+    hub: Hub
     metrics: Metrics
-    source: ChangeSource
-    subscriptions: Subscriptions
+    watcher: Watcher
+    joins: Joins
     authenticator: Authenticator
     authorizer: Authorizer
     event_types: frozenset[str]
     streams: OpenStreams
+    target: str
+    """The deployment watched, for messages: the redacted URI and the database."""
 
 
 def error(status_code: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
@@ -88,23 +92,24 @@ async def flow_events(request: Request) -> Response | EventStream:
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
     if last_event_id is not None and len(last_event_id) > MAX_EVENT_ID_LENGTH:
         return error(400, "invalid last event id", expected=f"at most {MAX_EVENT_ID_LENGTH} characters")
-    broker, metrics, limits = state["broker"], state["metrics"], settings.limits
+    hub, metrics, limits = state["hub"], state["metrics"], settings.limits
+    broker = hub.broker
     if broker.subscriber_count >= limits.max_connections:
         return error(429, "too many connections", headers={"Retry-After": "5"})
     if broker.count_for(principal.subject) >= limits.max_connections_per_subject and not principal.is_service:
         return error(429, "too many connections for this subject", headers={"Retry-After": "5"})
-    if not state["source"].started:
+    if not state["watcher"].started:
         return error(503, "change stream not open yet", headers={"Retry-After": "1"})
     try:
         allowed = await state["authorizer"].allowed(principal, flow_id)
-    except Exception:
-        metrics.events_skipped.labels(reason="authorization-error").inc()
+    except SourceError:
+        metrics.authorization_errors.inc()
         return error(503, "authorization unavailable", headers={"Retry-After": "1"})
     if not allowed:
         return error(403, "forbidden", detail="this subject may not read this flow")
 
     stream = settings.stream
-    subscriber, plan = state["subscriptions"].join(
+    subscriber, plan = await state["joins"].join(
         Join(flow_id, types=types, last_event_id=last_event_id, snapshot=snapshot), subject=principal.subject
     )
     subscriber.unrestricted = principal.is_service
@@ -112,12 +117,12 @@ async def flow_events(request: Request) -> Response | EventStream:
     metrics.clients_connected.inc()
 
     def closed(subscriber: Subscriber) -> None:
-        broker.unsubscribe(subscriber)
+        hub.unsubscribe(subscriber)
         metrics.clients_connected.dec()
 
     async def prologue() -> AsyncGenerator[bytes, None]:
         yield opening_frame(stream.retry_ms)
-        async for data in state["subscriptions"].prologue(subscriber, plan):
+        async for data in state["joins"].prologue(subscriber, plan):
             yield data
 
     return EventStream(
@@ -136,27 +141,27 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     state: State = request.scope["state"]
-    source, settings = state["source"], state["settings"]
+    source, settings = state["watcher"].state, state["settings"]
     stall_s = max(MINIMUM_STALL_S, STALL_FACTOR * settings.stream.max_await_time_ms / 1000)
-    since_poll_s = time.monotonic() - source.state.last_poll_monotonic
+    since_poll_s = time.monotonic() - source.last_poll_monotonic
     checks = {
-        "changeStreamOpen": source.state.open,
-        "polling": source.state.open and since_poll_s < stall_s,
-        "lagUnderBound": source.state.lag_s < settings.stream.ready_max_lag_s,
+        "changeStreamOpen": source.open,
+        "polling": source.open and since_poll_s < stall_s,
+        "lagUnderBound": source.lag_s < settings.stream.ready_max_lag_s,
     }
-    body = {
-        "status": "ready" if all(checks.values()) else "not-ready",
-        "checks": checks,
-        "lagSeconds": source.state.lag_s,
-    }
-    if source.state.last_error:
-        body["lastError"] = source.state.last_error
-    return JSONResponse(body, status_code=200 if all(checks.values()) else 503)
+    ready = all(checks.values())
+    body: dict[str, Any] = {"status": "ready" if ready else "not-ready", "checks": checks, "lagSeconds": source.lag_s}
+    if source.last_error:
+        body["lastError"] = source.last_error
+    if not ready:
+        body["mongodb"] = state["target"]
+        body["hint"] = CHECK_HINT
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 async def metrics_endpoint(request: Request) -> Response:
     state: State = request.scope["state"]
-    state["metrics"].stream_lag_seconds.set(state["source"].state.lag_s)
+    state["metrics"].stream_lag_seconds.set(state["watcher"].state.lag_s)
     return Response(state["metrics"].render(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 from changesync.demo import DEMO_FLOW_ID, write_forever
 from changesync.errors import ConfigError
+from changesync.mongo import open_database
 from changesync.settings import env_name, load_settings, redact_uri
-from changesync.source import open_client
 
 EXIT_OK, EXIT_USAGE = 0, 2
 SETTING_KEYS = ("mongodb_uri", "database")
@@ -31,15 +31,15 @@ def read_target(environ: Mapping[str, str]) -> tuple[str, str]:
 
 
 async def run(uri: str, database: str) -> None:
-    client = open_client(uri)
+    target = open_database(uri, database)
     main_task = asyncio.current_task()
     if main_task is not None:
         # As PID 1 in a container, the default SIGTERM disposition is ignored: stop on it explicitly.
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
-        await write_forever(client[database])
+        await write_forever(target.raw)
     finally:
-        await client.close()
+        await target.close()
 
 
 def main() -> int:

@@ -88,8 +88,9 @@ class Pipeline:
     With ``memo_documents``, each route remembers the projections of its latest updated post-images
     (that many at most). An update whose pre-image *is* one of them (the same object, as a caller that
     keeps documents between events passes them) then projects only the paths its update changed. The
-    results are the same; a caller that drops a document it kept calls ``forget`` so that the memo
-    does not keep it alive.
+    results are the same. ``process_all(event, remember=True)`` says that the caller keeps the update's
+    post-image; a caller that later lets a kept document go calls ``forget`` so that the memo does
+    not keep it alive.
     """
 
     __slots__ = ("_chains", "_memo_documents", "_routes")
@@ -196,13 +197,27 @@ class Pipeline:
             event = outcome
         return chain.patch(event)
 
-    def process_all(self, event: ChangeEvent) -> tuple[ChangeEvent, ...] | Drop:
+    def process_all(self, event: ChangeEvent, *, remember: bool = False) -> tuple[ChangeEvent, ...] | Drop:
         """``process``, plus moves between flows for updates and replacements with a pre-image.
 
         A document that leaves a flow (its flow id changed, or it now matches ``drop_when``) gives
         that flow a ``delete``; a document that enters a flow gives it an ``insert`` with the filtered
         document. The private state itself is never published.
+
+        With a memo, an update's pre-image is forgotten once processed (its successor replaces it),
+        and its post-image is remembered only when ``remember`` is true: the caller keeps that very
+        object and passes it as the pre-image of the document's next update.
         """
+        result = self._process_all(event)
+        if self._memo_documents and event.operation == "update":
+            before, after = event.full_document_before_change, event.full_document
+            if before is not None and before is not after:
+                self.forget(event.collection, before)
+            if after is not None and not remember:
+                self.forget(event.collection, after)
+        return result
+
+    def _process_all(self, event: ChangeEvent) -> tuple[ChangeEvent, ...] | Drop:
         result = self.process(event)
         if event.operation not in ("update", "replace") or event.full_document_before_change is None:
             return result if isinstance(result, Drop) else (result,)

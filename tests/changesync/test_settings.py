@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from changesync.errors import ConfigError
-from changesync.settings import DEFAULT_ROUTES, SCALARS, env_name, load_settings, redact_uri
+from changesync.routes import DEFAULT_ROUTES
+from changesync.settings import DECLARATIONS, env_name, load_settings, redact_uri
 
 
 def write(tmp_path, text):
@@ -123,12 +124,47 @@ class TestErrors:
         load_settings(environ={"CHANGESYNC_TEST_BACKEND": "uri"})
 
     def test_unimportable_stage(self, tmp_path):
-        """A user stage that cannot be imported fails at start-up, naming it."""
-        settings = load_settings(
-            write(tmp_path, "[routes.x]\nevent_type = 'X'\nstages = ['no_such_module:stage']\n"), environ={}
-        )
+        """A user stage that cannot be imported fails when the settings are loaded, naming it."""
         with pytest.raises(ConfigError, match="no_such_module:stage"):
-            settings.load_stages()
+            load_settings(
+                write(tmp_path, "[routes.x]\nevent_type = 'X'\nstages = ['no_such_module:stage']\n"), environ={}
+            )
+
+    @pytest.mark.parametrize(
+        ("environ", "text", "suggestion"),
+        [
+            ({"CHANGESYNC_DATABSE": "x"}, "", "did you mean CHANGESYNC_DATABASE?"),
+            ({"CHANGESYNC_STREAM_HEARTBEAT_INTERVAL": "1"}, "", "did you mean CHANGESYNC_STREAM_HEARTBEAT_INTERVAL_S"),
+            ({}, "[stream]\nretry = 1\n", "did you mean stream.retry_ms?"),
+            ({}, "[routes.x]\nevent_type = 'X'\nflowid = 'a'\n", "did you mean flow_id?"),
+        ],
+    )
+    def test_unknown_names_get_the_closest_known_ones(self, tmp_path, environ, text, suggestion):
+        """A misspelt variable, key or route key is answered with the names it was probably meant to be."""
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, text) if text else None, environ=environ)
+        assert suggestion in str(caught.value)
+        assert "CHANGESYNC_CORS_ALLOW_ORIGINS" not in str(caught.value), "not a dump of every known name"
+
+    def test_a_flag_is_named_as_declared(self):
+        """An invalid value given as a flag names that flag (``--log-level``, not ``--level``)."""
+        with pytest.raises(ConfigError) as caught:
+            load_settings(environ={}, overrides={"log.level": "LOUD"})
+        assert caught.value.key == "--log-level"
+
+    def test_serving_needs_a_key_or_an_explicit_no(self):
+        """The service does not start in jwt mode without a key; the same settings serve other commands."""
+        with pytest.raises(ConfigError) as caught:
+            load_settings(environ={}, serving=True)
+        assert caught.value.key == "auth.jwt_secret" and "CHANGESYNC_AUTH_MODE=none" in str(caught.value)
+        assert load_settings(environ={"CHANGESYNC_AUTH_MODE": "none"}, serving=True).auth.mode == "none"
+        load_settings(environ={})
+
+    def test_a_configured_key_file_is_checked_even_when_not_serving(self, tmp_path):
+        """A key file that cannot be read fails when the settings are loaded, naming its setting."""
+        with pytest.raises(ConfigError) as caught:
+            load_settings(environ={"CHANGESYNC_AUTH_JWKS_FILE": str(tmp_path / "absent.json")})
+        assert caught.value.key == "auth.jwks_file"
 
 
 class TestRoutes:
@@ -160,4 +196,4 @@ class TestDocumentation:
     def test_every_setting_is_in_the_readme(self):
         """Each configuration key is named (in backticks) in the README, so the docs cannot fall behind."""
         readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-        assert [key for key in SCALARS if f"`{key}`" not in readme] == []
+        assert [key for key in DECLARATIONS if f"`{key}`" not in readme] == []

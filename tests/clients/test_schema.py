@@ -21,11 +21,13 @@ from jsonschema import Draft202012Validator
 
 from changesync import payloads
 from changesync.app import create_app
-from changesync.events import (
+from changesync.frames import (
+    Frame,
+    change_frame,
     change_payload,
-    coalesced_payload,
-    collapsed_payload,
-    frame,
+    coalesced_frame,
+    collapsed_frame,
+    message,
     oversize_payload,
     resync_frame,
 )
@@ -113,7 +115,13 @@ def sample_event(**changes: Any) -> ChangeEvent:
 
 
 class TestBuilders:
-    """Every builder in changesync.events produces a payload of the schema, field order unchanged."""
+    """Every builder in changesync.frames produces a payload of the schema, field order unchanged."""
+
+    @staticmethod
+    def encoded(event: ChangeEvent) -> Frame:
+        frame, too_large = change_frame(event, "position", max_bytes=1 << 20)
+        assert not too_large
+        return frame
 
     def test_change(self, validator):
         """insert, update, replace and delete are ChangePayloads."""
@@ -135,24 +143,24 @@ class TestBuilders:
 
     def test_coalesced(self, validator):
         """A coalesced update becomes a replace without a patch; a coalesced delete stays a delete."""
-        payload = dict(coalesced_payload(sample_event(), 3))
+        payload = coalesced_frame(self.encoded(sample_event()), 3).payload()
         assert (payload["operation"], payload["patch"], payload["coalesced"]) == ("replace", None, 3)
         assert list(payload)[-1] == "coalesced" and list(payload)[3] == "operation"
         assert check(validator, payload) == "CoalescedPayload"
-        deleted = dict(coalesced_payload(sample_event(operation="delete", patch=None), 2))
+        deleted = coalesced_frame(self.encoded(sample_event(operation="delete", patch=None)), 2).payload()
         assert (deleted["operation"], deleted["document"]) == ("delete", None)
         assert check(validator, deleted) == "CoalescedPayload"
 
     def test_skipped(self, validator):
         """A collapsed log run is a SkippedPayload."""
         event = sample_event(collection="flow_logs", event_type="LOG_STREAM", operation="insert", patch=None)
-        payload = dict(collapsed_payload(event, 41))
+        payload = collapsed_frame(self.encoded(event), 41).payload()
         assert (payload["operation"], payload["documentId"], payload["skipped"]) == ("skipped", None, 41)
         assert check(validator, payload) == "SkippedPayload"
 
     def test_too_large(self, validator):
         """An oversize event keeps its operation and id, and drops document and patch."""
-        payload = dict(oversize_payload(sample_event(), 2_000_000))
+        payload = dict(oversize_payload(change_payload(sample_event()), 2_000_000))
         assert (payload["document"], payload["patch"], payload["tooLarge"], payload["size"]) == (
             None,
             None,
@@ -164,7 +172,7 @@ class TestBuilders:
     @pytest.mark.parametrize(("reason", "resumable"), [("slow-consumer", True), ("history-lost", False)])
     def test_resync(self, validator, reason, resumable):
         """RESYNC frames carry a ResyncPayload."""
-        data = resync_frame("f1", reason).split(b"data: ", 1)[1]
+        data = resync_frame("f1", reason).data.split(b"data: ", 1)[1]
         payload = json.loads(data)
         assert payload == {"type": "RESYNC", "flowId": "f1", "reason": reason, "resumable": resumable}
         assert check(validator, payload) == "ResyncPayload"
@@ -173,7 +181,7 @@ class TestBuilders:
         """The payload objects are closed: an extra field is a contract change, not a silent addition."""
         payload = {**change_payload(sample_event()), "extra": 1}
         assert not validator.is_valid(payload)
-        assert frame("SYNC_CANVAS", payload).startswith(b"event: SYNC_CANVAS\n")
+        assert message("SYNC_CANVAS", payload).startswith(b"event: SYNC_CANVAS\n")
 
 
 async def test_schema_route_needs_no_token():

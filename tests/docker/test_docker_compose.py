@@ -7,7 +7,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from changesync.settings import SCALARS, Settings, env_name, load_settings
+from changesync.settings import DECLARATIONS, Settings, env_name, load_settings
 
 # Being added to changesync.settings by the authentication work, with exactly these names; allowed
 # here explicitly so that this test does not depend on when that work lands.
@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 # The Compose Specification's JSON schema, in the shared workspace next to the repository.
 COMPOSE_SPEC = Path(__file__).resolve().parents[3] / "shared" / "specs" / "compose" / "compose-spec.json"
-KNOWN_ENV_NAMES = {env_name(key) for key in SCALARS} | {"CHANGESYNC_CONFIG"} | AUTH_ENV_NAMES
+KNOWN_ENV_NAMES = {env_name(key) for key in DECLARATIONS} | {"CHANGESYNC_CONFIG"} | AUTH_ENV_NAMES
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, ${NAME:+alt}, $NAME
 INTERPOLATION = re.compile(
     r"\$(?:\{(?P<name>[A-Za-z_]\w*)(?:(?P<operator>:?[-?+])(?P<argument>[^}]*))?\}|(?P<bare>[A-Za-z_]\w*))"

@@ -6,7 +6,7 @@ from typing import Any
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from changesync.settings import SCALARS, Settings, env_name, load_settings
+from changesync.settings import DECLARATIONS, Settings, env_name, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
@@ -139,7 +139,7 @@ class TestDockerfile:
 
     def test_changesync_variables_are_valid_settings(self, final_stage):
         """The image's CHANGESYNC_* variables are settings changesync knows, with valid values."""
-        known = {env_name(key) for key in SCALARS}
+        known = {env_name(key) for key in DECLARATIONS}
         env = env_values(final_stage)
         settings_env = {name: value for name, value in env.items() if name.startswith("CHANGESYNC_")}
         assert set(settings_env) <= known

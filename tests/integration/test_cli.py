@@ -52,14 +52,24 @@ class TestConfigErrors:
         ("args", "env", "message"),
         [
             (["--port", "99999"], {}, "--port: expected an integer from 0 to 65535, got 99999"),
+            (["--log-level", "LOUD"], {}, "--log-level: expected one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"),
             ([], {"CHANGESYNC_PORT": "x"}, "CHANGESYNC_PORT: expected an integer"),
-            ([], {"CHANGESYNC_DATABSE": "x"}, "CHANGESYNC_DATABSE: expected a known variable"),
+            (
+                [],
+                {"CHANGESYNC_DATABSE": "x"},
+                "CHANGESYNC_DATABSE: expected a known variable; did you mean CHANGESYNC_DATABASE?",
+            ),
             (["--config", "/nonexistent.toml"], {}, "config: expected an existing TOML file"),
+            (
+                [],
+                {},
+                "auth.jwt_secret: expected a secret (CHANGESYNC_AUTH_JWT_SECRET), a public key file or a JWKS file",
+            ),
         ],
     )
     def test_bad_settings_exit_2_naming_the_key(self, args, env, message):
-        """Every command refuses bad settings with exit code 2 and a message naming the key."""
-        result = run("check", *args, env=env)
+        """serve refuses bad settings with exit code 2 and a message naming the key, before it starts."""
+        result = run("serve", *args, env=env)
         assert result.returncode == 2
         assert message in result.stderr
         assert "Traceback" not in result.stderr

@@ -19,11 +19,11 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 
-import changesync.source
+import changesync.mongo
 from changesync.codec import encode_token
 from harness import Event, EventStream, RunningService, metric, run_service, service_settings
 
-APP_NAME = "changesync"  # the appName of the service's MongoDB client (changesync.source.open_client)
+APP_NAME = "changesync"  # the appName of the service's MongoDB client (changesync.mongo.open_client)
 FLOW = "flow-faults"
 # Bound on waiting for a chunk once its fault is over; recovery normally takes well under a second.
 DELIVERY_TIMEOUT_S = 15.0
@@ -59,12 +59,12 @@ class CommandLog(monitoring.CommandListener):
 def service_commands(monkeypatch: pytest.MonkeyPatch) -> CommandLog:
     """Records the commands of every MongoDB client the service opens, to prove a fail point fired."""
     log = CommandLog()
-    client_class = changesync.source.AsyncMongoClient
+    client_class = changesync.mongo.AsyncMongoClient
 
     def monitored_client(*args: Any, **kwargs: Any) -> AsyncMongoClient[dict[str, Any]]:
         return client_class(*args, event_listeners=[log], **kwargs)
 
-    monkeypatch.setattr(changesync.source, "AsyncMongoClient", monitored_client)
+    monkeypatch.setattr(changesync.mongo, "AsyncMongoClient", monitored_client)
     return log
 
 

@@ -1,7 +1,8 @@
-"""The dispatcher's document cache: the frames are the same with it and without it."""
+"""The producer's live path, and its document cache: the frames are the same with it and without it."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import random
@@ -10,22 +11,26 @@ from typing import Any
 import pytest
 from bson import Int64, ObjectId, Timestamp
 
-from changesync.broadcast import Broker
 from changesync.codec import encode_token, identity_key
-from changesync.dispatch import Dispatcher
+from changesync.delivering.broadcast import Broker
+from changesync.hub.clock import Clock
+from changesync.hub.local import LocalHub
+from changesync.hub.replay import ReplayBuffer
 from changesync.metrics import Metrics
-from changesync.replay import ReplayBuffer
+from changesync.producing.history import History
+from changesync.producing.producer import Producer, build_producer
 from changesync.settings import load_settings
 from filters import Pipeline
 
 FLOWS = ["f1", "f2"]
 
 
-def dispatcher(*, cache_bytes: int | None = None) -> Dispatcher:
+def producer(*, cache_bytes: int | None = None) -> Producer:
     environ = {} if cache_bytes is None else {"CHANGESYNC_STREAM_DOCUMENT_CACHE_BYTES": str(cache_bytes)}
     settings = load_settings(environ=environ)
-    return Dispatcher.from_settings(
-        settings, Broker(max_queue=100), Metrics(), ReplayBuffer(per_flow=10, max_bytes=1 << 20)
+    metrics = Metrics()
+    return build_producer(
+        settings, LocalHub(Broker(max_queue=100), ReplayBuffer(per_flow=10, max_bytes=1 << 20), metrics), metrics
     )
 
 
@@ -117,8 +122,8 @@ class Writer:
         }
 
 
-def rendered(dispatcher: Dispatcher, change: dict[str, Any]) -> list[tuple[str, bytes]]:
-    return [(flow_id, delivery.frame) for flow_id, delivery in dispatcher.render(change, encode_token(change["_id"]))]
+def rendered(producer: Producer, change: dict[str, Any]) -> list[tuple[str, bytes]]:
+    return [(frame.flow_id, frame.data) for frame in producer.frames(change, encode_token(change["_id"]))]
 
 
 class TestDocumentCache:
@@ -126,7 +131,7 @@ class TestDocumentCache:
     def test_same_frames_as_without_the_cache(self, seed):
         """Random inserts, updates (moves, private toggles, unsets, truncations), replaces and deletes
         give byte-identical frames with the cache, a tiny one, and none."""
-        cached, tiny, uncached = dispatcher(), dispatcher(cache_bytes=300), dispatcher(cache_bytes=0)
+        cached, tiny, uncached = producer(), producer(cache_bytes=300), producer(cache_bytes=0)
         writer = Writer(seed)
         published = 0
         for _ in range(150):
@@ -136,33 +141,33 @@ class TestDocumentCache:
             assert rendered(tiny, change) == expected
             published += len(expected)
         assert published > 50
-        assert len(cached.images) > 0
-        assert len(uncached.images) == 0
+        assert len(cached.converter.images) > 0
+        assert len(uncached.converter.images) == 0
         # The memo holds projections of kept images only, however many were let go.
-        assert cached.pipeline.remembered <= len(cached.images)
-        assert tiny.pipeline.remembered <= len(tiny.images)
+        assert cached.pipeline.remembered <= len(cached.converter.images)
+        assert tiny.pipeline.remembered <= len(tiny.converter.images)
 
     def test_updates_reuse_the_kept_image(self):
         """The second update of a document starts from the image the first one left: the pre-image
         the event carries is not converted again."""
-        cached = dispatcher()
+        cached = producer()
         writer = Writer(1)
         insert = writer.change()
-        cached.render(insert, "p0")
+        cached.frames(insert, "p0")
         document_id = insert["documentKey"]["_id"]
         first = writer._update(document_id, copy.deepcopy(writer.documents[document_id]))
-        cached.render(first, "p1")
-        assert len(cached.images) == 1
+        cached.frames(first, "p1")
+        assert len(cached.converter.images) == 1
         second = writer._event(
             "update",
             document_id,
             updateDescription={"updatedFields": {"title": "second"}, "removedFields": [], "disambiguatedPaths": {}},
             fullDocumentBeforeChange={"_id": document_id, "flowId": "garbage the cache ignores"},
         )
-        frames = cached.render(second, "p2")
+        frames = cached.frames(second, "p2")
         assert frames
-        for _, delivery in frames:
-            assert b"garbage" not in delivery.frame
+        for frame in frames:
+            assert b"garbage" not in frame.data
 
     @pytest.mark.parametrize(
         ("first_id", "second_id"),
@@ -176,7 +181,7 @@ class TestDocumentCache:
     def test_ids_that_convert_alike_are_different_documents(self, first_id, second_id):
         """Two documents whose _ids convert to the same JSON value never share a kept image: one
         document's content cannot reach the other's flow."""
-        cached, uncached = dispatcher(), dispatcher(cache_bytes=0)
+        cached, uncached = producer(), producer(cache_bytes=0)
         writer = Writer(4)
         first = {"_id": first_id, "flowId": "alice", "notes": "alice-only"}
         second = {"_id": second_id, "flowId": "bob", "notes": "bob's"}
@@ -203,10 +208,10 @@ class TestDocumentCache:
     def test_a_dotted_key_without_disambiguated_paths_is_not_kept(self, disambiguated):
         """Without disambiguatedPaths a dotted key may name a field with dots: the post-image built from
         it may be wrong, so it is not kept (MongoDB 6.0); with them (6.1+) it is."""
-        cached = dispatcher()
+        cached = producer()
         writer = Writer(5)
         insert = writer.change()
-        cached.render(insert, "p0")
+        cached.frames(insert, "p0")
         document_id = insert["documentKey"]["_id"]
         description: dict[str, Any] = {"updatedFields": {"position.x": 3.0}, "removedFields": []}
         if disambiguated:
@@ -217,45 +222,71 @@ class TestDocumentCache:
             updateDescription=description,
             fullDocumentBeforeChange=copy.deepcopy(writer.documents[document_id]),
         )
-        assert cached.render(update, "p1")
-        assert len(cached.images) == (1 if disambiguated else 0)
-        assert cached.pipeline.remembered == len(cached.images)
+        assert cached.frames(update, "p1")
+        assert len(cached.converter.images) == (1 if disambiguated else 0)
+        assert cached.pipeline.remembered == len(cached.converter.images)
 
-    def test_a_memo_needs_the_cache_and_a_plain_history_pipeline(self):
-        """A live pipeline with a memo is refused without the cache or without a memo-less catch-up pipeline."""
+    def test_history_refuses_a_pipeline_with_a_memo(self):
+        """Catch-ups keep no documents: a pipeline that remembers them is refused."""
         settings = load_settings(environ={})
         remembering = Pipeline(settings.routes, memo_documents=10)
-        parts = (Broker(max_queue=1), Metrics(), ReplayBuffer(per_flow=1, max_bytes=1))
-        with pytest.raises(ValueError, match="needs the document cache"):
-            Dispatcher(remembering, *parts, retry_ms=1, document_cache_bytes=1024)
-        with pytest.raises(ValueError, match="needs the document cache"):
-            Dispatcher(remembering, *parts, retry_ms=1, history_pipeline=Pipeline(settings.routes))
         with pytest.raises(ValueError, match="must not have a memo"):
-            Dispatcher(remembering, *parts, retry_ms=1, document_cache_bytes=1024, history_pipeline=remembering)
+            History(None, settings.routes, remembering, Metrics(), max_await_time_ms=1, max_event_bytes=1024)
 
     def test_reset_and_restart_forget_every_image(self):
         """After a reset (position lost, change skipped, collection dropped) or a reopened stream the
         cache is empty: a missed change must never leave a stale image."""
-        cached = dispatcher()
+        cached = producer()
         writer = Writer(2)
         for _ in range(30):
-            cached.render(writer.change(), "p")
-        assert len(cached.images) > 0
+            cached.frames(writer.change(), "p")
+        assert len(cached.converter.images) > 0
         cached.reset("test")
-        assert len(cached.images) == 0
+        assert len(cached.converter.images) == 0
         for _ in range(30):
-            cached.render(writer.change(), "p")
-        assert len(cached.images) > 0
+            cached.frames(writer.change(), "p")
+        assert len(cached.converter.images) > 0
         cached.on_start(None, None)
-        assert len(cached.images) == 0
+        assert len(cached.converter.images) == 0
 
-    def test_history_neither_reads_nor_writes_the_cache(self):
-        """Catch-up renders (``live=False``) replay older changes: they must not touch the live images."""
-        cached = dispatcher()
+    async def test_history_neither_reads_nor_writes_the_cache(self):
+        """Catch-ups replay older changes through their own path: they must not touch the live images."""
+        cached = producer()
         writer = Writer(3)
         for _ in range(30):
-            cached.render(writer.change(), "p")
-        kept = {key: cached.images.get("flow_nodes", key) for key in map(identity_key, writer.keys())}
-        for change in [writer.change() for _ in range(20)]:
-            cached.render(change, "p", live=False)
-        assert {key: cached.images.get("flow_nodes", key) for key in kept} == kept
+            cached.frames(writer.change(), "p")
+        images = cached.converter.images
+        kept = {key: images.get("flow_nodes", key) for key in map(identity_key, writer.keys())}
+        replayed = [writer.change() for _ in range(20)]
+        history = History(
+            ReplayingDatabase(replayed),
+            load_settings(environ={}).routes,
+            Pipeline(load_settings(environ={}).routes),
+            Metrics(),
+            max_await_time_ms=10,
+            max_event_bytes=1 << 20,
+        )
+        frames = [frame for flow_id in FLOWS async for frame in history.frames_after({}, flow_id, until=EVERYTHING)]
+        assert frames, "the history path published the replayed changes"
+        assert {key: images.get("flow_nodes", key) for key in kept} == kept
+
+
+class ReplayingDatabase:
+    """A database whose history streams return ``changes``, whatever the position."""
+
+    def __init__(self, changes: list[dict[str, Any]]) -> None:
+        self.changes = changes
+
+    @contextlib.asynccontextmanager
+    async def stream(self, pipeline: Any, **options: Any) -> Any:
+        remaining = list(self.changes)
+
+        class Stream:
+            async def try_next(self) -> Any:
+                return remaining.pop(0) if remaining else None
+
+        yield Stream()
+
+
+EVERYTHING = Clock((2_000_000_000, 0))
+"""A clock after every change the writer makes: all of them were published before it."""

@@ -1,6 +1,6 @@
-import pytest
+"""The queries changesync sends: the live change stream's pipeline."""
 
-from changesync.source import Backoff, server_denied_paths, watch_pipeline
+from changesync.queries import server_denied_paths, watch_pipeline
 from filters import Route
 
 
@@ -28,22 +28,3 @@ class TestServerSidePipeline:
         assert set(branches[0]["operationType"]["$in"]) == {"insert", "update", "replace", "delete", "drop", "rename"}
         assert branches[1] == {"to.coll": {"$in": ["a", "b"]}, "operationType": "rename"}
         assert branches[2] == {"operationType": {"$in": ["dropDatabase", "invalidate"]}}
-
-
-class TestBackoff:
-    def test_grows_to_the_cap_with_jitter_and_resets(self):
-        """Delays double up to the cap, stay within [ceiling/2, ceiling], and start over after reset."""
-        backoff = Backoff(initial_s=0.1, maximum_s=1.0)
-        delays = [backoff.next_delay_s() for _ in range(8)]
-        ceilings = [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0]
-        for delay, ceiling in zip(delays, ceilings, strict=True):
-            assert ceiling / 2 <= delay <= ceiling
-        backoff.reset()
-        assert backoff.next_delay_s() <= 0.1
-
-    @pytest.mark.parametrize("attempts", [1, 50])
-    def test_never_busy_loops(self, attempts):
-        """Every delay is positive, however many attempts came before."""
-        backoff = Backoff()
-        for _ in range(attempts):
-            assert backoff.next_delay_s() > 0

@@ -1,4 +1,4 @@
-"""The SSE response (changesync.stream): headers, HEAD, disconnects, stalled clients, shutdown.
+"""The SSE response (changesync.delivering.stream): headers, HEAD, disconnects, stalled clients, shutdown.
 
 A small Starlette app (``HttpGuard`` + one events route) serves a ``Broker`` without MongoDB.
 Streams that end are read through httpx's ASGITransport; endless ones through a real uvicorn
@@ -18,19 +18,18 @@ from typing import Any
 
 import httpx
 import pytest
-from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.routing import Route
 
-import changesync.app
-from changesync.app import housekeeping
-from changesync.broadcast import Broker, Delivery, Subscriber
+from changesync.delivering import housekeeping
+from changesync.delivering.broadcast import Broker, Subscriber
+from changesync.delivering.housekeeping import Housekeeping, ShutdownNotice
+from changesync.delivering.stream import EventStream, OpenStreams
 from changesync.errors import SendTimeoutError
-from changesync.events import position_frame, resync_frame
+from changesync.frames import Frame, position_frame, resync_frame
 from changesync.settings import load_settings
-from changesync.stream import EventStream, OpenStreams
 from changesync.web import SECURITY_HEADERS, HttpGuard
 from harness import free_port, serve_app
 
@@ -111,9 +110,9 @@ def asgi_client(app: Starlette) -> httpx.AsyncClient:
 async def farewell_prologue(subscriber: Subscriber) -> AsyncGenerator[bytes, None]:
     """Opens, then queues two frames and a farewell: the stream ends after them."""
     yield OPENING
-    subscriber.offer(Delivery("T", b"data: 1\n\n"))
-    subscriber.offer(Delivery("T", b"data: 2\n\n"))
-    subscriber.close("test", Delivery("", b": bye\n\n"))
+    subscriber.offer(Frame("a", "T", b"data: 1\n\n"))
+    subscriber.offer(Frame("a", "T", b"data: 2\n\n"))
+    subscriber.close("test", Frame("a", "", b": bye\n\n"))
 
 
 class TestResponse:
@@ -186,12 +185,12 @@ class TestResponse:
         async def overflowing(subscriber: Subscriber) -> AsyncGenerator[bytes, None]:
             yield OPENING
             for index in range(3):
-                subscriber.offer(Delivery("T", b"data: %d\n\n" % index))
+                subscriber.offer(Frame("a", "T", b"data: %d\n\n" % index))
 
         service = Service(prologue=overflowing, max_queue=2)
         async with asgi_client(service.app) as client:
             response = await client.get("/flows/a/events")
-        assert response.content == OPENING + resync_frame("a", "slow-consumer", retry_ms=RETRY_MS)
+        assert response.content == OPENING + resync_frame("a", "slow-consumer", retry_ms=RETRY_MS).data
         assert len(service.closed) == 1
 
     @pytest.mark.parametrize("ending", ["error", "cancelled"])
@@ -272,10 +271,10 @@ class TestDisconnect:
                     await service.subscribed.wait()
                 (subscriber,) = service.broker.subscribers()
                 # More than the socket buffers hold: the transport pauses writing, so the next send waits.
-                service.broker.publish("a", Delivery("T", b"data: " + b"x" * 16_000_000 + b"\n\n"))
+                service.broker.publish(Frame("a", "T", b"data: " + b"x" * 16_000_000 + b"\n\n"))
                 await until(lambda: subscriber.queued == 0, "the big frame to be handed to the transport")
                 blocked_at = time.monotonic()
-                service.broker.publish("a", Delivery("T", b"data: next\n\n"))
+                service.broker.publish(Frame("a", "T", b"data: next\n\n"))
                 await service.wait_closed()
                 cut_after_s = time.monotonic() - blocked_at
         assert send_timeout_s <= cut_after_s < send_timeout_s + 1.0
@@ -286,16 +285,26 @@ class TestDisconnect:
 class TestShutdown:
     @pytest.fixture
     def shutdown(self, monkeypatch):
-        """The server was told to stop (what sse-starlette's hook on uvicorn's exit handler records)."""
-        monkeypatch.setattr(AppStatus, "should_exit", True)
-        monkeypatch.setattr(changesync.app, "SHUTDOWN_GRACE_S", 0.3)
+        """The server was told to stop, with a short grace period."""
+        monkeypatch.setattr(housekeeping, "SHUTDOWN_GRACE_S", 0.3)
+        notice = ShutdownNotice()
+        notice.request()
+        return notice
 
     @staticmethod
-    def housekeeping_for(service: Service) -> asyncio.Task[None]:
-        dispatcher = SimpleNamespace(position="position-1", retry_ms=RETRY_MS)
-        return asyncio.create_task(
-            housekeeping(service.broker, dispatcher, None, load_settings(environ={}), service.streams)  # type: ignore[arg-type]
+    def housekeeping_for(service: Service, shutdown: ShutdownNotice) -> asyncio.Task[None]:
+        hub = SimpleNamespace(broker=service.broker, position="position-1")
+        settings = load_settings(environ={})
+        keeper = Housekeeping(
+            hub,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            service.streams,
+            shutdown,
+            heartbeat_interval_s=settings.stream.heartbeat_interval_s,
+            access_check_interval_s=settings.auth.cache_ttl_s,
+            retry_ms=settings.stream.retry_ms,
         )
+        return asyncio.create_task(keeper.run())
 
     async def test_farewell_on_shutdown(self, shutdown):
         """Housekeeping closes every live stream with an id-only farewell and the stream ends cleanly."""
@@ -304,10 +313,10 @@ class TestShutdown:
             async with client.stream("GET", f"{base_url}/flows/a/events") as response:
                 chunks = response.aiter_raw()
                 assert (await anext(chunks)) == OPENING
-                keeper = self.housekeeping_for(service)
+                keeper = self.housekeeping_for(service, shutdown)
                 rest = b"".join([chunk async for chunk in chunks])  # until the stream ends
             retry_ms = load_settings(environ={}).stream.retry_ms
-            assert rest == position_frame("position-1", comment="shutting down", retry_ms=retry_ms)
+            assert rest == position_frame("position-1", comment="shutting down", retry_ms=retry_ms).data
             await service.wait_closed()
             async with asyncio.timeout(WAIT_S):
                 await keeper
@@ -330,7 +339,7 @@ class TestShutdown:
                 chunks = response.aiter_raw()
                 assert (await anext(chunks)) == OPENING
                 started = time.monotonic()
-                keeper = self.housekeeping_for(service)
+                keeper = self.housekeeping_for(service, shutdown)
                 with pytest.raises(httpx.RemoteProtocolError):  # the response was never completed
                     async for _ in chunks:
                         pass

@@ -1,6 +1,6 @@
-"""Fan-out of encoded SSE frames to the subscribers of each flow.
+"""Subscribers stage: fan-out of encoded frames to the subscribers of each flow, in this process.
 
-A frame is encoded once per event and the same ``Delivery`` is queued for every subscriber.
+A frame is encoded once per event and the same ``Frame`` is queued for every subscriber.
 Queues are bounded. When one fills up, it is first compacted by each route's overflow policy
 (coalesce canvas updates of one document, collapse log chunks); if that does not free enough
 room, the subscriber is cut off and told to resync. Publishing never awaits, so one slow socket
@@ -10,12 +10,16 @@ can never slow the watcher or other clients.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-from filters import ChangeEvent
+from ..frames import Frame, coalesced_frame, collapsed_frame
+from ..logs import RateLimitedLog
+from ..metrics import Metrics
+
+logger = logging.getLogger(__name__)
 
 OverflowPolicy: TypeAlias = Literal["coalesce", "collapse", "keep"]
 # After compaction a queue must be at most this full, or the subscriber is cut off: compacting
@@ -24,22 +28,7 @@ COMPACTED_FILL = 0.75
 # The newest log chunks kept as they are when older ones are collapsed into one event.
 KEEP_NEWEST_CHUNKS = 8
 
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One encoded SSE message, as queued for subscribers.
-
-    ``position`` is the event id the frame carries (empty for comments); ``event`` is the change it
-    encodes, kept for compaction and snapshot folding (``None`` for control frames).
-    """
-
-    event_type: str
-    frame: bytes
-    position: str = ""
-    event: ChangeEvent | None = None
-
-
-Compactor: TypeAlias = Callable[[list[Delivery]], list[Delivery]]
+Compactor: TypeAlias = Callable[[list[Frame]], list[Frame]]
 
 
 class Subscriber:
@@ -47,7 +36,7 @@ class Subscriber:
 
     __slots__ = (
         "_compact",
-        "_deliveries",
+        "_frames",
         "_waiter",
         "closed_reason",
         "expires_at",
@@ -83,28 +72,28 @@ class Subscriber:
         self.expires_at: float | None = None
         """When the subscriber's credentials expire (epoch seconds), if they do."""
         self._compact = compact
-        self._deliveries: deque[Delivery] = deque()
+        self._frames: deque[Frame] = deque()
         # Created by wait() only while it waits: an asyncio.Event per subscriber would hold a deque
         # (~0.7 KB) for the whole connection.
         self._waiter: asyncio.Future[None] | None = None
 
     @property
     def queued(self) -> int:
-        return len(self._deliveries)
+        return len(self._frames)
 
     def wants(self, event_type: str) -> bool:
         return self.types is None or event_type in self.types
 
-    def offer(self, delivery: Delivery) -> bool:
-        """Queue a delivery; ``False`` (and the subscriber is overflowed) when there is no room."""
+    def offer(self, frame: Frame) -> bool:
+        """Queue a frame; ``False`` (and the subscriber is overflowed) when there is no room."""
         if self.overflowed or self.closed_reason is not None:
             return False
-        if len(self._deliveries) >= self.max_queue and not self._make_room():
+        if len(self._frames) >= self.max_queue and not self._make_room():
             self.overflowed = True
-            self._deliveries.clear()
+            self._frames.clear()
             self._wake()
             return False
-        self._deliveries.append(delivery)
+        self._frames.append(frame)
         self.sent_since_tick = True
         if not self.held:
             self._wake()
@@ -113,18 +102,18 @@ class Subscriber:
     def _make_room(self) -> bool:
         if self._compact is None:
             return False
-        compacted = self._compact(list(self._deliveries))
+        compacted = self._compact(list(self._frames))
         if len(compacted) > self.max_queue * COMPACTED_FILL:
             return False
-        self._deliveries = deque(compacted)
+        self._frames = deque(compacted)
         return True
 
-    def close(self, reason: str, farewell: Delivery | None = None) -> None:
-        """End the subscription after the queued deliveries (and ``farewell``) are sent."""
+    def close(self, reason: str, farewell: Frame | None = None) -> None:
+        """End the subscription after the queued frames (and ``farewell``) are sent."""
         if self.closed_reason is None:
             self.closed_reason = reason
             if farewell is not None:
-                self._deliveries.append(farewell)
+                self._frames.append(farewell)
         self.held = False
         self._wake()
 
@@ -133,19 +122,19 @@ class Subscriber:
         self.held = False
         self._wake()
 
-    def discard(self, unwanted: Callable[[Delivery], bool]) -> None:
-        """Remove queued deliveries for which ``unwanted`` is true, keeping the order of the rest."""
-        self._deliveries = deque(delivery for delivery in self._deliveries if not unwanted(delivery))
+    def discard(self, unwanted: Callable[[Frame], bool]) -> None:
+        """Remove queued frames for which ``unwanted`` is true, keeping the order of the rest."""
+        self._frames = deque(frame for frame in self._frames if not unwanted(frame))
 
-    def take(self) -> list[Delivery]:
+    def take(self) -> list[Frame]:
         """Remove and return everything queued (used while held, e.g. to fold into a snapshot)."""
-        taken = list(self._deliveries)
-        self._deliveries.clear()
+        taken = list(self._frames)
+        self._frames.clear()
         return taken
 
     async def wait(self) -> None:
         """Wait until there is something to send or the subscription has ended (one waiter: the stream)."""
-        if (self.held or not self._deliveries) and not self.overflowed and self.closed_reason is None:
+        if (self.held or not self._frames) and not self.overflowed and self.closed_reason is None:
             if self._waiter is not None:
                 raise RuntimeError("a subscriber has one waiter at a time")
             self._waiter = asyncio.get_running_loop().create_future()
@@ -161,15 +150,15 @@ class Subscriber:
 
     def drain(self) -> bytes:
         """Everything queued, as one chunk (several frames travel in one write)."""
-        if len(self._deliveries) == 1:
-            return self._deliveries.popleft().frame
-        chunk = b"".join(delivery.frame for delivery in self._deliveries)
-        self._deliveries.clear()
+        if len(self._frames) == 1:
+            return self._frames.popleft().data
+        chunk = b"".join(frame.data for frame in self._frames)
+        self._frames.clear()
         return chunk
 
     @property
     def finished(self) -> bool:
-        return (self.overflowed or self.closed_reason is not None) and not self._deliveries
+        return (self.overflowed or self.closed_reason is not None) and not self._frames
 
 
 class Broker:
@@ -199,7 +188,7 @@ class Broker:
         held: bool = False,
         subject: str = "",
     ) -> Subscriber:
-        """A new subscriber; ``held`` queues deliveries without waking it until ``release()``."""
+        """A new subscriber; ``held`` queues frames without waking it until ``release()``."""
         subscriber = Subscriber(flow_id, types, self.max_queue, compact=self._compact, held=held)
         subscriber.subject = subject
         self._flows.setdefault(flow_id, set()).add(subscriber)
@@ -228,33 +217,33 @@ class Broker:
     def has_subscribers(self, flow_id: str) -> bool:
         return flow_id in self._flows
 
-    def publish(self, flow_id: str, delivery: Delivery) -> int:
-        """Queue ``delivery`` for every subscriber of the flow that wants it; returns deliveries."""
-        subscribers = self._flows.get(flow_id)
+    def publish(self, frame: Frame) -> int:
+        """Queue ``frame`` for every subscriber of its flow that wants it; returns how many."""
+        subscribers = self._flows.get(frame.flow_id)
         if not subscribers:
             return 0
         delivered = 0
-        event_type = delivery.event_type
+        event_type = frame.event_type
         for subscriber in subscribers:
             if subscriber.types is not None and event_type not in subscriber.types:
                 continue
             if subscriber.overflowed or subscriber.closed_reason is not None:
                 continue
-            if subscriber.offer(delivery):
+            if subscriber.offer(frame):
                 delivered += 1
             elif self.on_overflow is not None:
                 self.on_overflow(subscriber)
         return delivered
 
-    def announce(self, delivery_for_flow: Callable[[str], Delivery]) -> None:
-        """Queue a control delivery for every subscriber, whatever event types it asked for."""
+    def announce(self, frame_for_flow: Callable[[str], Frame]) -> None:
+        """Queue a control frame for every subscriber, whatever event types it asked for."""
         for flow_id, subscribers in list(self._flows.items()):
-            delivery = delivery_for_flow(flow_id)
+            frame = frame_for_flow(flow_id)
             for subscriber in subscribers:
-                if not subscriber.offer(delivery) and subscriber.overflowed and self.on_overflow is not None:
+                if not subscriber.offer(frame) and subscriber.overflowed and self.on_overflow is not None:
                     self.on_overflow(subscriber)
 
-    def tick(self, heartbeat: Delivery) -> None:
+    def tick(self, heartbeat: Frame) -> None:
         """Send ``heartbeat`` to every live subscriber that received nothing since the last tick."""
         for subscribers in self._flows.values():
             for subscriber in subscribers:
@@ -262,7 +251,7 @@ class Broker:
                     subscriber.offer(heartbeat)
                 subscriber.sent_since_tick = False
 
-    def close_all(self, reason: str, farewell: Delivery | None = None) -> None:
+    def close_all(self, reason: str, farewell: Frame | None = None) -> None:
         """End every subscription, after its queue and ``farewell``."""
         for subscribers in list(self._flows.values()):
             for subscriber in subscribers:
@@ -279,32 +268,37 @@ class Broker:
         return self._total
 
 
-def make_compactor(
-    policies: Mapping[str, OverflowPolicy],
-    *,
-    coalesced: Callable[[ChangeEvent, str, int], Delivery],
-    collapsed: Callable[[ChangeEvent, str, int], Delivery],
-) -> Compactor:
+class SlowConsumers:
+    """The broker's ``on_overflow``: counts every client cut off, and logs them at a bounded rate."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._rare = RateLimitedLog(logger)
+
+    def cut(self, subscriber: Subscriber) -> None:
+        self.metrics.clients_disconnected_slow.inc()
+        self._rare.warning("slow-consumer", "disconnected a slow client of flow %s", subscriber.flow_id)
+
+
+def make_compactor(policies: Mapping[str, OverflowPolicy]) -> Compactor:
     """Build the compaction of a full queue from the overflow policies of the routes (by collection).
 
-    ``coalesce``: queued changes of one document become one (``coalesced(event, position, count)``)
-    with its latest state, at the position of the latest change. ``collapse``: all but the newest
-    chunks become one event that says how many were skipped, at the position of the last skipped
-    one. ``keep``: never dropped.
+    ``coalesce``: queued changes of one document become one with its latest state, at the position
+    of the latest change. ``collapse``: all but the newest chunks become one event that says how many
+    were skipped, at the position of the last skipped one. ``keep``: never dropped.
     Positions only move forward, so the ids a client sees stay in order.
     """
 
-    def compact(deliveries: list[Delivery]) -> list[Delivery]:
-        last_of_document: dict[tuple[str, object], int] = {}
-        counts: dict[tuple[str, object], int] = {}
+    def compact(frames: list[Frame]) -> list[Frame]:
+        last_of_document: dict[tuple[str, str], int] = {}
+        counts: dict[tuple[str, str], int] = {}
         collapsible: list[int] = []
-        for index, delivery in enumerate(deliveries):
-            event = delivery.event
-            if event is None:
+        for index, frame in enumerate(frames):
+            if not frame.is_change:
                 continue
-            policy = policies.get(event.collection, "keep")
+            policy = policies.get(frame.collection, "keep")
             if policy == "coalesce":
-                key = (event.collection, _hashable(event.document_id))
+                key = (frame.collection, frame.document_key)
                 last_of_document[key] = index
                 counts[key] = counts.get(key, 0) + 1
             elif policy == "collapse":
@@ -312,28 +306,23 @@ def make_compactor(
         keep_last = {index: counts[key] for key, index in last_of_document.items()}
         skipped = set(collapsible[:-KEEP_NEWEST_CHUNKS]) if len(collapsible) > KEEP_NEWEST_CHUNKS else set()
         last_skipped = max(skipped) if skipped else -1
-        compacted: list[Delivery] = []
-        for index, delivery in enumerate(deliveries):
-            event = delivery.event
-            if event is None:
-                if delivery.event_type:
-                    compacted.append(delivery)  # control frames stay; heartbeats (no type) go
+        compacted: list[Frame] = []
+        for index, frame in enumerate(frames):
+            if not frame.is_change:
+                if frame.event_type:
+                    compacted.append(frame)  # control frames stay; heartbeats (no type) go
                 continue
-            policy = policies.get(event.collection, "keep")
+            policy = policies.get(frame.collection, "keep")
             if policy == "coalesce":
                 count = keep_last.get(index)
                 if count is None:
                     continue
-                compacted.append(delivery if count == 1 else coalesced(event, delivery.position, count))
+                compacted.append(frame if count == 1 else coalesced_frame(frame, count))
             elif index in skipped:
                 if index == last_skipped:
-                    compacted.append(collapsed(event, delivery.position, len(skipped)))
+                    compacted.append(collapsed_frame(frame, len(skipped)))
             else:
-                compacted.append(delivery)
+                compacted.append(frame)
         return compacted
 
     return compact
-
-
-def _hashable(value: object) -> object:
-    return value if isinstance(value, str | int | float | bool | type(None)) else repr(value)

@@ -1,17 +1,34 @@
+"""The broker and its subscribers: fan-out, type selection, holding, overflow and its shedding."""
+
 import asyncio
 
+import orjson
 import pytest
 
-from changesync.broadcast import Broker, Delivery, make_compactor
-from filters import ChangeEvent
+from changesync.delivering.broadcast import Broker, make_compactor
+from changesync.frames import Frame, message
 
 
-def delivery(data: bytes, event_type: str = "T", position: str = "", event: ChangeEvent | None = None) -> Delivery:
-    return Delivery(event_type, data, position, event)
+def frame(data: bytes, event_type: str = "T", position: str = "", flow_id: str = "a") -> Frame:
+    """A frame that names no document (a control frame when it has a type, a heartbeat when not)."""
+    return Frame(flow_id, event_type, data, position)
 
 
-def change(collection: str, document_id: object, operation: str = "update") -> ChangeEvent:
-    return ChangeEvent(collection=collection, operation=operation, document_id=document_id, flow_id="a")  # type: ignore[arg-type]
+def change(collection: str, document_id: object, position: str, operation: str = "update") -> Frame:
+    """A change's frame, as the producer encodes it, for flow ``a``."""
+    payload = {
+        "type": "S",
+        "flowId": "a",
+        "collection": collection,
+        "operation": operation,
+        "documentId": document_id,
+        "document": {"_id": document_id, "at": position},
+        "patch": [],
+        "clusterTime": None,
+        "wallTime": None,
+    }
+    data = message("S", payload, event_id=position)
+    return Frame("a", "S", data, position, collection, operation, orjson.dumps(document_id).decode())
 
 
 class TestBroker:
@@ -19,23 +36,23 @@ class TestBroker:
         """A delivery goes to every subscriber of its flow and to no other flow."""
         broker = Broker(max_queue=10)
         a1, a2, b = broker.subscribe("a"), broker.subscribe("a"), broker.subscribe("b")
-        assert broker.publish("a", delivery(b"frame")) == 2
+        assert broker.publish(frame(b"frame")) == 2
         assert (a1.drain(), a2.drain(), b.queued) == (b"frame", b"frame", 0)
 
     def test_same_bytes_object_is_shared(self):
         """Fan-out queues one encoded object, not a copy per subscriber."""
         broker = Broker(max_queue=10)
         subscribers = [broker.subscribe("a") for _ in range(3)]
-        frame = b"x" * 100
-        broker.publish("a", delivery(frame))
-        assert all(s.drain() is frame for s in subscribers)
+        data = b"x" * 100
+        broker.publish(frame(data))
+        assert all(s.drain() is data for s in subscribers)
 
     def test_type_selection(self):
         """A subscriber that asked for some types receives only those."""
         broker = Broker(max_queue=10)
         logs = broker.subscribe("a", frozenset({"LOG_STREAM"}))
-        broker.publish("a", delivery(b"c", "SYNC_CANVAS"))
-        broker.publish("a", delivery(b"l", "LOG_STREAM"))
+        broker.publish(frame(b"c", "SYNC_CANVAS"))
+        broker.publish(frame(b"l", "LOG_STREAM"))
         assert logs.drain() == b"l"
 
     def test_overflow_marks_and_reports_once(self):
@@ -44,7 +61,7 @@ class TestBroker:
         broker = Broker(max_queue=2, on_overflow=overflowed.append)
         slow, fast = broker.subscribe("a"), broker.subscribe("a")
         for index in range(5):
-            broker.publish("a", delivery(b"%d" % index))
+            broker.publish(frame(b"%d" % index))
             fast.drain()
         assert slow.overflowed and slow.queued == 0
         assert overflowed == [slow]
@@ -54,7 +71,7 @@ class TestBroker:
         """Control deliveries reach every subscriber, whatever types it selected."""
         broker = Broker(max_queue=10)
         logs = broker.subscribe("a", frozenset({"LOG_STREAM"}))
-        broker.announce(lambda flow_id: delivery(f"resync {flow_id}".encode(), "RESYNC"))
+        broker.announce(lambda flow_id: frame(f"resync {flow_id}".encode(), "RESYNC"))
         assert logs.drain() == b"resync a"
 
     async def test_held_subscriber_queues_without_waking(self):
@@ -62,7 +79,7 @@ class TestBroker:
         broker = Broker(max_queue=10)
         subscriber = broker.subscribe("a", held=True)
         waiter = asyncio.create_task(subscriber.wait())
-        broker.publish("a", delivery(b"1"))
+        broker.publish(frame(b"1"))
         await asyncio.sleep(0)
         assert not waiter.done() and subscriber.queued == 1
         subscriber.release()
@@ -73,11 +90,11 @@ class TestBroker:
         """A heartbeat goes to subscribers that got nothing since the last tick, never to held ones."""
         broker = Broker(max_queue=10)
         idle, busy, held = broker.subscribe("a"), broker.subscribe("b"), broker.subscribe("c", held=True)
-        broker.tick(delivery(b"hb0"))  # the first tick only starts the interval for new subscribers
+        broker.tick(frame(b"hb0"))  # the first tick only starts the interval for new subscribers
         idle.drain(), busy.drain()
-        broker.publish("b", delivery(b"event"))
+        broker.publish(frame(b"event", flow_id="b"))
         busy.drain()
-        broker.tick(delivery(b"hb"))
+        broker.tick(frame(b"hb"))
         assert (idle.drain(), busy.queued, held.queued) == (b"hb", 0, 0)
 
     def test_unsubscribe_forgets_empty_flows(self):
@@ -98,41 +115,54 @@ POLICIES = {"boards": "coalesce", "logs": "collapse", "runs": "keep"}
 
 
 class TestCompaction:
-    def compactor(self):
-        return make_compactor(
-            POLICIES,
-            coalesced=lambda event, position, count: delivery(f"C{count}@{position}".encode(), "S", position, event),
-            collapsed=lambda event, position, skipped: delivery(
-                f"L{skipped}@{position}".encode(), "L", position, event
-            ),
-        )
+    def shape(self, frames: list[Frame]) -> list[tuple[str, str, int]]:
+        """(position, operation, how many changes it stands for) of each frame."""
+        shapes = []
+        for item in frames:
+            payload = item.payload()
+            shapes.append((item.position, payload["operation"], payload.get("coalesced", payload.get("skipped", 1))))
+        return shapes
 
     def test_coalesce_collapse_and_keep(self):
         """Updates of one document merge at the latest position, old log chunks collapse, runs stay."""
-        compact = self.compactor()
-        queue = [delivery(b"b1", "S", "1", change("boards", "x"))]
-        queue += [delivery(b"l%d" % i, "L", str(10 + i), change("logs", i, "insert")) for i in range(12)]
-        queue += [delivery(b"r", "R", "30", change("runs", "r")), delivery(b"b2", "S", "31", change("boards", "x"))]
-        queue += [delivery(b"b3", "S", "32", change("boards", "y")), delivery(b"", "", "33")]
-        frames = [d.frame for d in compact(queue)]
-        assert frames == [b"L4@13"] + [b"l%d" % i for i in range(4, 12)] + [b"r", b"C2@31", b"b3"]
+        compact = make_compactor(POLICIES)
+        queue = [change("boards", "x", "1")]
+        queue += [change("logs", i, str(10 + i), "insert") for i in range(12)]
+        queue += [change("runs", "r", "30"), change("boards", "x", "31"), change("boards", "y", "32")]
+        queue += [frame(b": heartbeat\n\n", "", "33")]
+        compacted = compact(queue)
+        assert self.shape(compacted) == [
+            ("13", "skipped", 4),
+            *((str(10 + i), "insert", 1) for i in range(4, 12)),
+            ("30", "update", 1),
+            ("31", "replace", 2),
+            ("32", "update", 1),
+        ]
+        coalesced = compacted[-2].payload()
+        assert coalesced["document"] == {"_id": "x", "at": "31"} and coalesced["patch"] is None
+        assert compacted[-1] is queue[-2], "a change that needs no shedding stays as it was"
+
+    def test_a_coalesced_delete_stays_a_delete(self):
+        """The latest change of a document decides: a delete after updates is still a delete."""
+        compacted = make_compactor(POLICIES)([change("boards", "x", "1"), change("boards", "x", "2", "delete")])
+        assert self.shape(compacted) == [("2", "delete", 2)]
 
     def test_positions_stay_in_order(self):
         """Compaction never moves an id backwards."""
-        compact = self.compactor()
-        queue = [delivery(b"", "S", str(i), change("boards", i % 3)) for i in range(30)]
-        positions = [int(d.position) for d in compact(queue)]
+        compact = make_compactor(POLICIES)
+        queue = [change("boards", i % 3, str(i)) for i in range(30)]
+        positions = [int(item.position) for item in compact(queue)]
         assert positions == sorted(positions)
 
     def test_subscriber_sheds_before_it_is_cut_off(self):
         """A full queue of one document's updates coalesces instead of overflowing; only what cannot shed overflows."""
-        broker = Broker(max_queue=4, compact=self.compactor())
+        broker = Broker(max_queue=4, compact=make_compactor(POLICIES))
         subscriber = broker.subscribe("a")
         for i in range(100):
-            broker.publish("a", delivery(b"", "S", str(i), change("boards", "x")))
+            broker.publish(change("boards", "x", str(i)))
         assert not subscriber.overflowed and subscriber.queued <= 4
         for i in range(100, 110):
-            broker.publish("a", delivery(b"", "R", str(i), change("runs", i)))
+            broker.publish(change("runs", i, str(i)))
         assert subscriber.overflowed
 
 
@@ -144,8 +174,8 @@ class TestSubscriber:
         waiter = asyncio.create_task(subscriber.wait())
         await asyncio.sleep(0)
         assert not waiter.done()
-        broker.publish("a", delivery(b"1"))
-        broker.publish("a", delivery(b"2"))
+        broker.publish(frame(b"1"))
+        broker.publish(frame(b"2"))
         await asyncio.wait_for(waiter, 1)
         assert subscriber.drain() == b"12"
 
@@ -153,12 +183,12 @@ class TestSubscriber:
         """Closing queues the farewell after pending deliveries, then the subscription is finished."""
         broker = Broker(max_queue=10)
         subscriber = broker.subscribe("a")
-        broker.publish("a", delivery(b"1"))
-        broker.close_all("shutdown", delivery(b"bye"))
+        broker.publish(frame(b"1"))
+        broker.close_all("shutdown", frame(b"bye"))
         await asyncio.wait_for(subscriber.wait(), 1)
         assert subscriber.drain() == b"1bye"
         assert subscriber.finished
-        assert not subscriber.offer(delivery(b"late"))
+        assert not subscriber.offer(frame(b"late"))
 
     async def test_one_waiter_and_a_cancelled_wait_leaves_none(self):
         """A second concurrent waiter is refused; after a cancelled wait the next one still wakes."""
@@ -173,7 +203,7 @@ class TestSubscriber:
             await waiter
         waiter = asyncio.create_task(subscriber.wait())
         await asyncio.sleep(0)
-        broker.publish("a", delivery(b"1"))
+        broker.publish(frame(b"1"))
         await asyncio.wait_for(waiter, 1)
         assert subscriber.drain() == b"1"
 
@@ -181,8 +211,8 @@ class TestSubscriber:
         """Nothing is waited for when deliveries are queued or the subscription has overflowed."""
         broker = Broker(max_queue=1)
         subscriber = broker.subscribe("a")
-        broker.publish("a", delivery(b"1"))
+        broker.publish(frame(b"1"))
         await asyncio.wait_for(subscriber.wait(), 1)
-        broker.publish("a", delivery(b"2"))
+        broker.publish(frame(b"2"))
         assert subscriber.overflowed
         await asyncio.wait_for(subscriber.wait(), 1)

@@ -1,6 +1,6 @@
 import pytest
 
-from changesync.images import Kept, PostImages
+from changesync.producing.images import Kept, PostImages
 
 
 class TestPostImages:

@@ -1,9 +1,9 @@
-"""The change stream as the server runs it: our pipeline on a real server."""
+"""The live change stream's pipeline (``changesync.queries``) as a real server runs it."""
 
 from __future__ import annotations
 
+from changesync.queries import watch_pipeline
 from changesync.settings import load_settings
-from changesync.source import watch_pipeline
 
 
 async def test_server_removes_fields_denied_everywhere(database):

@@ -1,11 +1,11 @@
 import pytest
 
-from changesync.broadcast import Delivery
-from changesync.replay import ReplayBuffer
+from changesync.frames import Frame
+from changesync.hub.replay import ReplayBuffer
 
 
-def entry(position: str, size: int = 10) -> Delivery:
-    return Delivery("T", b"x" * size, position)
+def entry(flow_id: str, position: str, size: int = 10) -> Frame:
+    return Frame(flow_id, "T", b"x" * size, position)
 
 
 class TestReplayBuffer:
@@ -13,15 +13,15 @@ class TestReplayBuffer:
         """After a known position, the later deliveries of that flow come back in order."""
         buffer = ReplayBuffer(per_flow=10, max_bytes=10_000)
         for position in "abc":
-            buffer.record("f", entry(position))
-        buffer.record("g", entry("z"))
+            buffer.record(entry("f", position))
+        buffer.record(entry("g", "z"))
         assert [d.position for d in buffer.after("f", "a")] == ["b", "c"]
         assert buffer.after("f", "c") == []
 
     def test_unknown_positions_and_flows(self):
         """A position the buffer does not hold (or a flow it never saw) is None: go to history."""
         buffer = ReplayBuffer(per_flow=10, max_bytes=10_000)
-        buffer.record("f", entry("a"))
+        buffer.record(entry("f", "a"))
         assert buffer.after("f", "zz") is None
         assert buffer.after("other", "a") is None
 
@@ -29,7 +29,7 @@ class TestReplayBuffer:
         """Each flow keeps its newest entries; positions that fell off are no longer found."""
         buffer = ReplayBuffer(per_flow=2, max_bytes=10_000)
         for position in "abcd":
-            buffer.record("f", entry(position))
+            buffer.record(entry("f", position))
         assert buffer.after("f", "a") is None
         assert [d.position for d in buffer.after("f", "c")] == ["d"]
 
@@ -37,10 +37,10 @@ class TestReplayBuffer:
         """Over the byte budget, the flow written longest ago loses its oldest entries first."""
         buffer = ReplayBuffer(per_flow=100, max_bytes=100)
         for index in range(5):
-            buffer.record("old", entry(f"o{index}"))
+            buffer.record(entry("old", f"o{index}"))
         for index in range(5):
-            buffer.record("new", entry(f"n{index}"))
-        buffer.record("new", entry("n5"))
+            buffer.record(entry("new", f"n{index}"))
+        buffer.record(entry("new", "n5"))
         assert buffer.size_bytes <= 100
         assert buffer.after("old", "o0") is None
         assert [d.position for d in buffer.after("new", "n0")] == ["n1", "n2", "n3", "n4", "n5"]
@@ -48,7 +48,7 @@ class TestReplayBuffer:
     def test_forget(self):
         """After a reset nothing is replayed."""
         buffer = ReplayBuffer(per_flow=10, max_bytes=1000)
-        buffer.record("f", entry("a"))
+        buffer.record(entry("f", "a"))
         buffer.forget()
         assert buffer.after("f", "a") is None and buffer.size_bytes == 0 and buffer.flow_count == 0
 

@@ -24,12 +24,11 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Literal, TypeAlias
 
-from sse_starlette.sse import AppStatus
 from starlette.types import Message, Receive, Scope, Send
 
+from ..errors import SendTimeoutError
+from ..frames import resync_frame
 from .broadcast import Subscriber
-from .errors import SendTimeoutError
-from .events import resync_frame
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +45,6 @@ EVENT_STREAM_HEADERS = (
 )
 
 Interruption: TypeAlias = Literal["disconnected", "send-timeout", "shutdown"]
-
-
-def shutdown_requested() -> bool:
-    """Whether the server received SIGTERM/SIGINT (sse-starlette's hook on uvicorn's exit handler)."""
-    return bool(AppStatus.should_exit)
 
 
 class OpenStreams:
@@ -173,7 +167,7 @@ class EventStream:
         while True:
             await subscriber.wait()
             if subscriber.overflowed:
-                frame = resync_frame(subscriber.flow_id, "slow-consumer", retry_ms=self._retry_ms)
+                frame = resync_frame(subscriber.flow_id, "slow-consumer", retry_ms=self._retry_ms).data
                 await self._send(send, {"type": "http.response.body", "body": frame, "more_body": True})
                 return
             if subscriber.queued:

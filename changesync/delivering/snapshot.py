@@ -1,0 +1,174 @@
+"""A flow's ``SNAPSHOT``: its current filtered documents, consistent with the events that follow.
+
+The subscriber is held (its live frames queue up) while the flow's documents are read with
+majority read concern. The hub's barrier then waits until every change committed up to the read's
+cluster time has been published, and the changes queued meanwhile are folded into the documents:
+the snapshot stands for them, and its id is the live position. Nothing awaits between the fold and
+the release of the subscriber.
+
+What a client receives: the ``SNAPSHOT`` first, then the queued frames that the snapshot does not
+stand for (log chunks, collections not in the snapshot) without ids, so that its last event id
+stays the snapshot's. A queued change that cannot be folded (a reset, or a change too large to
+carry its document) makes the snapshot read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from filters import ChangeEvent, Pipeline, Route
+
+from ..codec import routable_flow_id, to_plain
+from ..frames import RESYNC, SNAPSHOT, Frame, document_key, message
+from ..hub import ClusterTime, Hub
+from ..routes import RouteOptions
+from .broadcast import Subscriber
+
+logger = logging.getLogger(__name__)
+
+# Reads of one snapshot before changes that cannot be folded are sent as they are.
+MAX_READS = 3
+
+
+class FlowReader(Protocol):
+    """What a snapshot needs of the database (``changesync.mongo.Database``)."""
+
+    async def read_flow(
+        self, route: Route, flow_id: str, *, limit: int, newest_first: bool
+    ) -> tuple[list[dict[str, Any]], ClusterTime | None]: ...
+
+
+@dataclass(slots=True)
+class _Read:
+    documents: dict[str, dict[str, Any]]
+    """By collection, the documents by key."""
+    collections: dict[str, dict[str, Any]]
+    """By collection, the payload's entry without its documents."""
+    time: ClusterTime | None
+
+
+class Snapshots:
+    def __init__(
+        self,
+        reader: FlowReader,
+        pipeline: Pipeline,
+        route_options: Mapping[str, RouteOptions],
+        hub: Hub,
+        *,
+        timeout_s: float,
+    ) -> None:
+        if pipeline.memo_documents:
+            raise ValueError("the snapshot pipeline must not have a memo: snapshots keep no documents")
+        self.reader = reader
+        self.pipeline = pipeline
+        self.route_options = route_options
+        self.hub = hub
+        self.timeout_s = timeout_s
+
+    async def take(self, subscriber: Subscriber) -> bytes:
+        """The snapshot of the subscriber's flow, and what follows it; the subscriber stays held."""
+        later: list[bytes] = []
+        for attempt in range(1, MAX_READS + 1):
+            read = await self._read(subscriber)
+            async with asyncio.timeout(self.timeout_s):
+                await self.hub.barrier(read.time)
+            # From here on nothing awaits until the caller releases the subscriber.
+            # A subscriber closed meanwhile (its farewell is queued) gets what there is, at once.
+            settle = attempt == MAX_READS or subscriber.closed_reason is not None
+            tail = self._fold(read, subscriber.take(), later, settle=settle)
+            if tail is not None:
+                break
+            logger.debug("snapshot of flow %s read again: a change could not be folded", subscriber.flow_id)
+        for collection, entry in read.collections.items():
+            entry["documents"] = list(read.documents[collection].values())
+        payload = {"type": SNAPSHOT, "flowId": subscriber.flow_id, "collections": read.collections}
+        return b"".join([message(SNAPSHOT, payload, event_id=self.hub.position), *later, *(tail or ())])
+
+    async def _read(self, subscriber: Subscriber) -> _Read:
+        flow_id = subscriber.flow_id
+        read = _Read({}, {}, None)
+        for collection, route in self.pipeline.routes.items():
+            options = self.route_options.get(collection, RouteOptions())
+            if options.snapshot == "none" or not subscriber.wants(route.event_type):
+                continue
+            limit = 1 if options.snapshot in ("one", "latest") else options.snapshot_limit
+            raw, operation_time = await self.reader.read_flow(
+                route, flow_id, limit=limit, newest_first=options.snapshot == "latest"
+            )
+            if operation_time is not None and (read.time is None or operation_time > read.time):
+                read.time = operation_time
+            documents: dict[str, dict[str, Any]] = {}
+            for document in raw:
+                filtered = self._filter_document(collection, document)
+                if filtered is not None and filtered.flow_id == flow_id and filtered.full_document is not None:
+                    documents[document_key(filtered.document_id)] = filtered.full_document
+            read.documents[collection] = documents
+            read.collections[collection] = {"eventType": route.event_type, "truncated": len(raw) >= limit > 1}
+        return read
+
+    def _fold(self, read: _Read, queued: list[Frame], later: list[bytes], *, settle: bool) -> list[bytes] | None:
+        """Fold the queued changes into ``read``. Frames the snapshot does not stand for go to
+        ``later`` (without ids); the returned list holds what must follow even those (a farewell).
+
+        ``None`` when a change could not be folded and the flow must be read again, unless
+        ``settle``: then a reset is sent after the snapshot, and a document too large for its frame
+        is left out of it (the frame, which tells the client to refetch it, follows).
+        """
+        tail: list[bytes] = []
+        read_again = False
+        for frame in queued:
+            if not frame.is_change:
+                if frame.event_type == RESYNC:
+                    if settle:
+                        tail.append(frame.data)
+                    else:
+                        read_again = True  # the data was reset under the read
+                continue  # heartbeats: the snapshot carries the position
+            documents = read.documents.get(frame.collection)
+            if documents is None:
+                later.append(frame.without_id())
+                continue
+            if read_again:
+                continue
+            payload = frame.payload()
+            key = frame.document_key
+            if payload.get("tooLarge"):
+                if settle:
+                    documents.pop(key, None)
+                    later.append(frame.without_id())
+                else:
+                    read_again = True  # its document is not in the frame; the next read has it
+                continue
+            document = payload.get("document")
+            if frame.operation == "delete":
+                documents.pop(key, None)
+            elif document is None:
+                continue
+            elif self.route_options.get(frame.collection, RouteOptions()).snapshot != "latest" or key in documents:
+                documents[key] = document
+            elif frame.operation == "insert":
+                documents.clear()  # a newer document is now the latest
+                documents[key] = document
+        return None if read_again else tail
+
+    def _filter_document(self, collection: str, document: Mapping[str, Any]) -> ChangeEvent | None:
+        path = self.pipeline.routes[collection].flow_id_path.split(".")
+        value: Any = document
+        for part in path:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if not routable_flow_id(value):
+            return None
+        plain = to_plain(document)
+        event = ChangeEvent(
+            collection=collection,
+            operation="insert",
+            document_id=plain.get("_id"),
+            full_document=plain,
+            document_key={"_id": plain.get("_id")},
+        )
+        result = self.pipeline.process(event)
+        return result if isinstance(result, ChangeEvent) else None

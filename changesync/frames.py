@@ -1,0 +1,172 @@
+"""The SSE wire format: ``Frame``, the encoded message that the hub carries, and its builders.
+
+A change is encoded once, into one ``Frame`` per flow it concerns; the same bytes then go to every
+subscriber of that flow. A frame keeps, beside its bytes, the little that delivery needs to know
+about it (which document it is about), so that it can travel between processes as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import orjson
+
+from filters import ChangeEvent
+
+from .payloads import (
+    ChangePayload,
+    CoalescedPayload,
+    PatchOperation,
+    ResyncPayload,
+    SkippedPayload,
+    TooLargePayload,
+)
+from .resync import RESUMABLE_REASONS
+
+RESYNC = "RESYNC"
+"""Control event: the client's copy may have a gap (see ``changesync.resync``)."""
+SNAPSHOT = "SNAPSHOT"
+"""The flow's current filtered state, consistent with the events that follow it."""
+_DATA_LINE = b"\ndata: "
+_ID_PREFIX = b"id: "
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One encoded SSE message for one flow.
+
+    ``event_type`` is empty for comments (heartbeats); ``position`` is the id the message carries
+    (empty when it has none). Data frames name the change's ``collection``, ``operation`` and
+    ``document_key`` (the JSON of the document's id), which overflow shedding and snapshot folding
+    read; control frames (``RESYNC``, heartbeats) leave them empty.
+    """
+
+    flow_id: str
+    event_type: str
+    data: bytes
+    position: str = ""
+    collection: str = ""
+    operation: str = ""
+    document_key: str = ""
+
+    @property
+    def is_change(self) -> bool:
+        return bool(self.collection)
+
+    def payload(self) -> dict[str, Any]:
+        """The message's ``data:`` object, decoded (for the rare paths that need it)."""
+        start = self.data.index(_DATA_LINE) + len(_DATA_LINE)
+        payload: dict[str, Any] = orjson.loads(self.data[start:].rstrip(b"\n"))
+        return payload
+
+    def without_id(self) -> bytes:
+        """The message without its ``id:`` line: delivered, but without moving the client's last event id."""
+        head, _, body = self.data.partition(_DATA_LINE)
+        lines = [line for line in head.split(b"\n") if not line.startswith(_ID_PREFIX)]
+        return b"\n".join(lines) + _DATA_LINE + body
+
+
+def document_key(document_id: Any) -> str:
+    """The key that identifies a document within its collection in frames and snapshots."""
+    return orjson.dumps(document_id, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def change_payload(event: ChangeEvent) -> ChangePayload:
+    """The JSON object a client receives for a published change."""
+    cluster_time = event.cluster_time
+    return {
+        # A published event has been routed: its event type and flow id are set.
+        "type": cast(str, event.event_type),
+        "flowId": cast(str, event.flow_id),
+        "collection": event.collection,
+        "operation": event.operation,
+        "documentId": event.document_id,
+        "document": None if event.operation == "delete" else event.full_document,
+        "patch": None if event.patch is None else cast("list[PatchOperation]", list(event.patch)),
+        "clusterTime": None if cluster_time is None else {"t": cluster_time[0], "i": cluster_time[1]},
+        "wallTime": event.wall_time,
+    }
+
+
+def oversize_payload(payload: Mapping[str, Any], size: int) -> TooLargePayload:
+    """Stands for an event too large to send: the client refetches the document."""
+    return cast(TooLargePayload, {**payload, "document": None, "patch": None, "tooLarge": True, "size": size})
+
+
+def change_frame(event: ChangeEvent, position: str, *, max_bytes: int) -> tuple[Frame, bool]:
+    """The frame of a published event, and whether it had to stand for an event over ``max_bytes``.
+
+    Raises ``TypeError`` or ``ValueError`` (``orjson.JSONEncodeError``) for a document that JSON
+    cannot represent.
+    """
+    assert event.flow_id is not None and event.event_type is not None
+    payload = change_payload(event)
+    data = message(event.event_type, payload, event_id=position)
+    too_large = len(data) > max_bytes
+    if too_large:
+        data = message(event.event_type, oversize_payload(payload, len(data)), event_id=position)
+    key = document_key(event.document_id)
+    return Frame(event.flow_id, event.event_type, data, position, event.collection, event.operation, key), too_large
+
+
+def coalesced_frame(latest: Frame, count: int) -> Frame:
+    """``count`` queued changes of one document as one: its latest state (or its deletion)."""
+    payload = latest.payload()
+    operation: Literal["replace", "delete"] = "delete" if latest.operation == "delete" else "replace"
+    coalesced: CoalescedPayload = cast(
+        CoalescedPayload, {**payload, "operation": operation, "patch": None, "coalesced": count}
+    )
+    data = message(latest.event_type, coalesced, event_id=latest.position)
+    return Frame(
+        latest.flow_id, latest.event_type, data, latest.position, latest.collection, operation, latest.document_key
+    )
+
+
+def collapsed_frame(last_skipped: Frame, skipped: int) -> Frame:
+    """Stands for ``skipped`` log chunks that a slow client did not receive."""
+    payload = last_skipped.payload()
+    collapsed: SkippedPayload = cast(
+        SkippedPayload,
+        {**payload, "operation": "skipped", "documentId": None, "document": None, "patch": None, "skipped": skipped},
+    )
+    data = message(last_skipped.event_type, collapsed, event_id=last_skipped.position)
+    return Frame(
+        last_skipped.flow_id, last_skipped.event_type, data, last_skipped.position, last_skipped.collection, "skipped"
+    )
+
+
+def message(
+    event_type: str, payload: Mapping[str, Any], *, event_id: str | None = None, retry_ms: int | None = None
+) -> bytes:
+    """One SSE message. ``data`` is a single line: orjson never emits a raw newline."""
+    head = b"event: " + event_type.encode("ascii") + b"\n"
+    if event_id:
+        head += b"id: " + event_id.encode("ascii") + b"\n"
+    if retry_ms is not None:
+        head += b"retry: " + str(retry_ms).encode("ascii") + b"\n"
+    return head + b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def resync_frame(flow_id: str, reason: str, *, event_id: str = "", retry_ms: int | None = None) -> Frame:
+    payload: ResyncPayload = {
+        "type": "RESYNC",
+        "flowId": flow_id,
+        "reason": reason,
+        "resumable": reason in RESUMABLE_REASONS,
+    }
+    return Frame(flow_id, RESYNC, message(RESYNC, payload, event_id=event_id, retry_ms=retry_ms), event_id)
+
+
+def position_frame(event_id: str, *, comment: str = "heartbeat", retry_ms: int | None = None) -> Frame:
+    """A comment that also moves the client's last event id (an id-only message dispatches no event)."""
+    text = b": " + comment.encode("ascii") + b"\n"
+    if retry_ms is not None:
+        text += b"retry: " + str(retry_ms).encode("ascii") + b"\n"
+    data = text + (b"id: " + event_id.encode("ascii") + b"\n\n" if event_id else b"\n")
+    return Frame("", "", data, event_id)
+
+
+def comment(text: str) -> bytes:
+    return b": " + text.encode("ascii", "replace") + b"\n\n"

@@ -1,0 +1,81 @@
+"""The seam between producing frames and delivering them.
+
+The producing side (one watcher per deployment) calls ``start``, ``publish``, ``idle`` and
+``reset``; the delivering side (every process that serves SSE) calls ``subscribe``, ``unsubscribe``
+and ``barrier``, and reads ``position``. ``LocalHub`` is the in-process hub: both sides in one
+process, no network in between. Each hub delivers to the subscribers of its own process through
+its ``broker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..delivering.broadcast import Broker, Subscriber
+from ..frames import Frame
+from .clock import Clock, ClusterTime
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A new subscriber, live from now on, and what its join needs to know.
+
+    ``backlog``: the flow's frames after the requested position when the hub's history reaches
+    back to it (``None`` otherwise). ``clock``: where the live stream was when the subscriber
+    joined; what was published after it is queued to the subscriber.
+    """
+
+    subscriber: Subscriber
+    backlog: list[Frame] | None
+    clock: Clock
+
+
+class Hub(Protocol):
+    broker: Broker
+    """The subscribers of this process."""
+
+    @property
+    def position(self) -> str:
+        """The position after the latest change or empty poll: a safe id for an idle client."""
+        ...
+
+    # --- the producing side ---------------------------------------------------------------------
+
+    def start(self, position: str | None, start_time: ClusterTime | None) -> None:
+        """The live stream (re)opened at ``position``; at ``start_time`` when it starts afresh."""
+
+    def publish(self, position: str, cluster_time: ClusterTime | None, frames: Sequence[Frame]) -> None:
+        """The change at ``position`` was produced, with one frame per flow it concerns (maybe none)."""
+
+    def idle(self, position: str | None) -> None:
+        """An empty poll returned at ``position``: the stream is caught up."""
+
+    def reset(self, reason: str) -> None:
+        """Every client must reload (a ``RESYNC`` with ``reason``); history no longer reaches back."""
+
+    # --- the delivering side ----------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        flow_id: str,
+        types: frozenset[str] | None,
+        *,
+        held: bool,
+        subject: str,
+        replay_after: str | None = None,
+    ) -> Subscription:
+        """Subscribe to a flow; with ``replay_after``, also take its history after that position."""
+        ...
+
+    def unsubscribe(self, subscriber: Subscriber) -> None: ...
+
+    def barrier(self, after: ClusterTime | None) -> asyncio.Future[None]:
+        """A future that resolves once every change committed at or before ``after`` was published
+        (and so queued to the subscribers that were held meanwhile)."""
+        ...
+
+
+__all__ = ["Clock", "ClusterTime", "Hub", "Subscription"]

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import copy
 import datetime
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from bson import Timestamp
@@ -85,8 +85,10 @@ class FakeDatabase:
         self.lost_before = 0
         """Positions before this oplog index have left the oplog (``HistoryLostError``)."""
         self.failures: list[SourceError] = []
-        """Raised, in turn, by the next reads of any change stream."""
+        """Raised, in turn, by the next change stream openings or reads."""
         self.streams_opened = 0
+        self.after_reads: dict[str, list[Callable[[], object]]] = {}
+        """By collection, run in turn right after its next reads (``read_flow``): writes that land after a read."""
         self._changed: asyncio.Event | None = None
 
     # --- writes ------------------------------------------------------------------------------------
@@ -173,6 +175,8 @@ class FakeDatabase:
         start_at: tuple[int, int] | None = None,
         images: bool = True,
     ) -> FakeChangeStream:
+        if self.failures:
+            raise self.failures.pop(0)
         self.streams_opened += 1
         position = start_after if start_after is not None else resume_after
         if position is not None:
@@ -208,7 +212,10 @@ class FakeDatabase:
                 documents.append(copy.deepcopy(document))
         if newest_first:
             documents.sort(key=lambda document: document["_id"], reverse=True)
-        return documents[:limit], (START_SECONDS, len(self.oplog))
+        read_time = (START_SECONDS, len(self.oplog))
+        if self.after_reads.get(route.collection):
+            self.after_reads[route.collection].pop(0)()
+        return documents[:limit], read_time
 
     async def exists(self, collection: str, query: Mapping[str, Any]) -> bool:
         return True

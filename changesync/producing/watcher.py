@@ -276,8 +276,6 @@ class Watcher:
         async with stream:
             self._start_after = None
             self.state.open = True
-            self.state.last_error = None
-            self._failures.recovered()
             self.state.last_poll_monotonic = time.monotonic()
             self.resume_token = stream.resume_token
             self.listener.on_start(position.get("start_at"), stream.resume_token)
@@ -287,6 +285,9 @@ class Watcher:
             while stream.alive:
                 change = await stream.try_next()
                 self.state.last_poll_monotonic = time.monotonic()
+                if self.state.last_error is not None:
+                    self.state.last_error = None
+                    self._failures.recovered()
                 backoff.reset()
                 if change is None:
                     dispatched_in_a_row = 0

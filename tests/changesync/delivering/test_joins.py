@@ -1,0 +1,339 @@
+"""The delivery promise, on the in-memory database: every event a client missed, once, in order, or an
+explicit RESYNC; a fresh connection starts with its SNAPSHOT.
+
+The service's own parts run here (``changesync.service.build_service``: watcher, producer, hub,
+joins) on ``fakes.FakeDatabase``; only the HTTP layer is left out. ``tests/integration/`` checks the
+same promise through real sockets on a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fakes import FakeDatabase
+
+from changesync.delivering.broadcast import Subscriber
+from changesync.delivering.joins import Join
+from changesync.errors import HistoryLostError
+from changesync.service import Service, build_service
+from changesync.settings import load_settings
+
+# Bound on every wait; the fake database answers in microseconds.
+WAIT_S = 5.0
+FLOW = "f1"
+
+
+@dataclass(frozen=True)
+class Message:
+    event: str
+    id: str
+    data: dict[str, Any]
+
+
+def parse(chunk: bytes) -> list[Message]:
+    """The messages of an SSE chunk that a browser dispatches (comments and id-only blocks are not)."""
+    messages = []
+    for block in chunk.decode().split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            name, _, value = line.partition(": ")
+            if name in ("event", "id", "data"):
+                fields[name] = value
+        if "data" in fields:
+            messages.append(Message(fields.get("event", "message"), fields.get("id", ""), json.loads(fields["data"])))
+    return messages
+
+
+class Client:
+    """One joined client: its prologue, then its live queue, as the SSE response sends them."""
+
+    def __init__(self, service: Service, subscriber: Subscriber, prologue: AsyncIterator[bytes]) -> None:
+        self.service = service
+        self.subscriber = subscriber
+        self.received: list[Message] = []
+        self._read = 0
+        self._prologue = prologue
+
+    async def read_prologue(self) -> list[Message]:
+        async with asyncio.timeout(WAIT_S):
+            async for chunk in self._prologue:
+                self.received += parse(chunk)
+        return list(self.received)
+
+    async def next(self) -> Message:
+        """The next message (the prologue's first, then the live queue's)."""
+        async with asyncio.timeout(WAIT_S):
+            while not self.pending():
+                await self.subscriber.wait()
+                if self.subscriber.overflowed or self.subscriber.finished:
+                    raise EOFError
+                self.received += parse(self.subscriber.drain())
+        return self._take()
+
+    def pending(self) -> bool:
+        return len(self.received) > self._read
+
+    def _take(self) -> Message:
+        message = self.received[self._read]
+        self._read += 1
+        return message
+
+    async def until(self, count: int) -> list[Message]:
+        return [await self.next() for _ in range(count)]
+
+    @property
+    def last_id(self) -> str:
+        return [message.id for message in self.received[: self._read] if message.id][-1]
+
+    def close(self) -> None:
+        self.service.hub.unsubscribe(self.subscriber)
+
+
+@contextlib.asynccontextmanager
+async def running(database: FakeDatabase, **environ: str) -> AsyncIterator[Service]:
+    settings = load_settings(
+        environ={
+            "CHANGESYNC_STREAM_MAX_AWAIT_TIME_MS": "10",
+            **{f"CHANGESYNC_{k.upper()}": v for k, v in environ.items()},
+        }
+    )
+    service = build_service(settings, database)
+    watching = asyncio.create_task(service.watcher.run())
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await service.watcher.wait_started()
+        yield service
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+
+
+async def join(service: Service, **request: Any) -> Client:
+    subscriber, plan = await service.joins.join(Join(FLOW, **request))
+    client = Client(service, subscriber, service.joins.prologue(subscriber, plan))
+    await client.read_prologue()
+    return client
+
+
+async def settled(service: Service, database: FakeDatabase) -> None:
+    """Until the live stream has published everything written so far (it was idle twice since)."""
+    async with asyncio.timeout(WAIT_S):
+        await service.hub.barrier(None)
+
+
+def node(index: int, flow: str = FLOW) -> dict[str, Any]:
+    return {"_id": f"n{index}", "flowId": flow, "label": f"node {index}", "_internal": "never sent"}
+
+
+def log_chunk(index: int, flow: str = FLOW) -> dict[str, Any]:
+    return {"_id": f"l{index}", "flowId": flow, "seq": index, "chunk": f"word{index} "}
+
+
+class TestFirstConnection:
+    async def test_the_snapshot_comes_first_and_holds_the_flow(self):
+        """A fresh connection's first event is its SNAPSHOT, with the flow's filtered documents."""
+        database = FakeDatabase()
+        database.insert("flowboards", {"_id": FLOW, "name": "board", "secrets": {"k": 1}})
+        database.insert("flow_nodes", node(1))
+        database.insert("flow_nodes", node(2, flow="other"))
+        async with running(database) as service:
+            client = await join(service)
+            first = await client.next()
+        assert first.event == "SNAPSHOT"
+        collections = first.data["collections"]
+        assert collections["flowboards"]["documents"] == [{"_id": FLOW, "name": "board"}]
+        assert collections["flow_nodes"]["documents"] == [{"_id": "n1", "flowId": FLOW, "label": "node 1"}]
+        assert "flow_logs" not in collections
+
+    async def test_changes_during_the_snapshot_are_folded_or_follow_it_without_ids(self):
+        """What is written while the snapshot is read is in it (canvas) or follows it (log chunks, with
+        no id, so that the client's last event id stays the snapshot's); nothing comes twice."""
+        database = FakeDatabase()
+        database.insert("flow_nodes", node(1))
+        async with running(database) as service:
+            await settled(service, database)
+
+            def written_after_the_read() -> None:
+                database.update("flow_nodes", "n1", set={"label": "moved"})
+                database.insert("flow_logs", log_chunk(1))
+
+            database.after_reads["flow_nodes"] = [written_after_the_read]
+            client = await join(service)
+            prologue = client.received
+            database.insert("flow_logs", log_chunk(2))
+            later = await client.until(len(prologue) + 1)
+        snapshot, *rest = later
+        assert snapshot.event == "SNAPSHOT"
+        assert snapshot.data["collections"]["flow_nodes"]["documents"][0]["label"] == "moved"
+        logs = [message for message in rest if message.event == "LOG_STREAM"]
+        assert [message.data["document"]["seq"] for message in logs] == [1, 2]
+        assert logs[0].id == "" and logs[1].id, "the chunk folded behind the snapshot has no id; the next live one has"
+        assert not [message for message in rest if message.event == "SYNC_CANVAS"], "the update is in the snapshot"
+
+    async def test_a_reset_during_the_snapshot_makes_it_read_again(self):
+        """A RESYNC queued while the snapshot was read means the read may predate it: it is read again,
+        and the client gets a snapshot of the state after the reset, not the RESYNC."""
+        database = FakeDatabase()
+        database.insert("flow_nodes", node(1))
+        async with running(database) as service:
+            await settled(service, database)
+            database.after_reads["flow_nodes"] = [lambda: database.drop("flow_nodes")]
+            client = await join(service)
+            first = client.received[0]
+        assert first.event == "SNAPSHOT"
+        assert first.data["collections"]["flow_nodes"]["documents"] == []
+
+    async def test_a_change_too_large_for_its_frame_makes_the_snapshot_read_again(self):
+        """A queued change whose frame could not carry its document cannot be folded: the next read has it."""
+        database = FakeDatabase()
+        database.insert("flow_nodes", node(1))
+        async with running(database, limits_max_event_bytes="1024") as service:
+            await settled(service, database)
+            database.after_reads["flow_nodes"] = [
+                lambda: database.update("flow_nodes", "n1", set={"label": "x" * 2000})
+            ]
+            client = await join(service)
+            first = client.received[0]
+        assert first.event == "SNAPSHOT"
+        assert first.data["collections"]["flow_nodes"]["documents"][0]["label"] == "x" * 2000
+
+
+class TestResume:
+    async def test_from_the_replay_buffer(self):
+        """A client that comes back with its last id gets what it missed from the hub's history, once,
+        in order, without a database read."""
+        database = FakeDatabase()
+        async with running(database) as service:
+            client = await join(service, snapshot=False)
+            for index in range(3):
+                database.insert("flow_logs", log_chunk(index))
+            await client.until(3)
+            client.close()
+            for index in range(3, 6):
+                database.insert("flow_logs", log_chunk(index))
+            await settled(service, database)
+            streams_before = database.streams_opened
+            back = await join(service, last_event_id=client.last_id)
+            database.insert("flow_logs", log_chunk(6))
+            missed = await back.until(4)
+        assert [message.data["document"]["seq"] for message in missed] == [3, 4, 5, 6]
+        assert database.streams_opened == streams_before, "replayed from memory, not from the oplog"
+
+    async def test_from_the_oplog_when_the_hub_no_longer_has_it(self):
+        """Without the position in the hub's history, a catch-up reads the oplog from there and hands
+        over to the live queue: every missed event once, in order, none twice."""
+        database = FakeDatabase()
+        async with running(database, stream_replay_per_flow="0") as service:
+            client = await join(service, snapshot=False)
+            database.insert("flow_logs", log_chunk(0))
+            await client.until(1)
+            client.close()
+            for index in range(1, 5):
+                database.insert("flow_logs", log_chunk(index))
+            database.insert("flow_logs", log_chunk(99, flow="other"))
+            await settled(service, database)
+            streams_before = database.streams_opened
+            back = await join(service, last_event_id=client.last_id)
+            for index in range(5, 8):
+                database.insert("flow_logs", log_chunk(index))
+            missed = await back.until(7)
+        assert [message.data["document"]["seq"] for message in missed] == [1, 2, 3, 4, 5, 6, 7]
+        assert len({message.id for message in missed}) == 7
+        assert database.streams_opened == streams_before + 1, "one history stream"
+
+    async def test_from_a_heartbeat_position(self):
+        """An idle client's last id is a heartbeat's (the live position): it resumes from there."""
+        database = FakeDatabase()
+        async with running(database, stream_replay_per_flow="0") as service:
+            await settled(service, database)
+            position = service.hub.position
+            database.insert("flow_logs", log_chunk(1))
+            back = await join(service, last_event_id=position)
+            assert [message.data["document"]["seq"] for message in await back.until(1)] == [1]
+
+    async def test_history_lost_is_a_resync_then_a_snapshot(self):
+        """A position that left the oplog cannot be caught up: RESYNC history-lost, then a fresh SNAPSHOT."""
+        database = FakeDatabase()
+        async with running(database, stream_replay_per_flow="0") as service:
+            client = await join(service, snapshot=False)
+            database.insert("flow_nodes", node(1))
+            await client.until(1)
+            database.insert("flow_nodes", node(2))
+            await settled(service, database)
+            database.lost_before = len(database.oplog)
+            back = await join(service, last_event_id=client.last_id)
+            resync, snapshot = await back.until(2)
+        assert (resync.event, resync.data["reason"], resync.data["resumable"]) == ("RESYNC", "history-lost", False)
+        assert snapshot.event == "SNAPSHOT"
+        assert len(snapshot.data["collections"]["flow_nodes"]["documents"]) == 2
+
+    @pytest.mark.parametrize("last_event_id", ["not-one-of-ours", "H", "hAAAA"])
+    async def test_an_id_that_is_not_ours_is_a_resync(self, last_event_id):
+        """A forged or garbled id gets RESYNC invalid-id (or unknown-position) and a SNAPSHOT, never an error."""
+        database = FakeDatabase()
+        async with running(database) as service:
+            back = await join(service, last_event_id=last_event_id)
+            resync, snapshot = await back.until(2)
+        assert resync.event == "RESYNC" and resync.data["reason"] in ("invalid-id", "unknown-position")
+        assert snapshot.event == "SNAPSHOT"
+
+    async def test_a_reset_in_the_missed_history_is_a_resync(self):
+        """A collection dropped while the client was away: the catch-up stops there with RESYNC collection-drop."""
+        database = FakeDatabase()
+        async with running(database, stream_replay_per_flow="0") as service:
+            client = await join(service, snapshot=False)
+            database.insert("flow_nodes", node(1))
+            await client.until(1)
+            client.close()
+            database.drop("flow_nodes")
+            await settled(service, database)
+            back = await join(service, last_event_id=client.last_id, snapshot=False)
+            (resync,) = await back.until(1)
+        assert (resync.event, resync.data["reason"]) == ("RESYNC", "collection-drop")
+
+    async def test_a_catch_up_that_fails_is_a_resync(self):
+        """The oplog cannot be read: RESYNC catch-up-failed, never a hang."""
+        database = FakeDatabase()
+        async with running(database, stream_replay_per_flow="0") as service:
+            client = await join(service, snapshot=False)
+            database.insert("flow_nodes", node(1))
+            await client.until(1)
+            await settled(service, database)
+            database.failures.append(HistoryLostError("pruned meanwhile", code=286))
+            back = await join(service, last_event_id=client.last_id, snapshot=False)
+            (resync,) = await back.until(1)
+        assert resync.data["reason"] in ("history-lost", "catch-up-failed")
+
+
+class TestLive:
+    async def test_a_dropped_collection_resyncs_every_client(self):
+        """A reset reaches every subscriber, whatever types it asked for, at the live position."""
+        database = FakeDatabase()
+        async with running(database) as service:
+            logs_only = await join(service, types=frozenset({"LOG_STREAM"}), snapshot=False)
+            everything = await join(service, snapshot=False)
+            database.drop("flow_nodes")
+            for client in (logs_only, everything):
+                (resync,) = await client.until(1)
+                assert (resync.event, resync.data["reason"]) == ("RESYNC", "collection-drop")
+                assert resync.id == service.hub.position
+
+    async def test_internal_fields_never_reach_a_client(self):
+        """Underscore fields, secrets and credentials are stripped from every frame, updates included."""
+        database = FakeDatabase()
+        async with running(database) as service:
+            client = await join(service, snapshot=False)
+            database.insert("flow_nodes", {**node(1), "data": {"credentials": {"key": "sk-1"}}})
+            database.update("flow_nodes", "n1", set={"data.credentials.key": "sk-2", "label": "x", "_seen": 1})
+            insert, update = await client.until(2)
+        for message in (insert, update):
+            text = json.dumps(message.data)
+            assert "sk-" not in text and "_internal" not in text and "_seen" not in text
+        assert update.data["patch"] == [{"op": "replace", "path": "/label", "value": "x"}]

@@ -41,6 +41,8 @@ def run_smoke(name: str, results_dir: Path) -> dict[str, Any]:
     return document
 
 
+# Each test runs a benchmark end to end in a few seconds (servers, clients, short measurement rounds).
+@pytest.mark.timeout(90)
 class TestSmoke:
     def test_pipeline(self, tmp_path: Path) -> None:
         """The pipeline benchmark measures every typical event, the changesync path and both baselines."""

@@ -361,6 +361,8 @@ def board_document() -> dict[str, Any]:
     }
 
 
+# A real Chromium starts, loads the page, and follows writes through a service restart (~20 s here;
+# its set-up builds the client bundle on first use).
 @pytest.mark.timeout(240)
 async def test_page_state_follows_mongodb_through_a_service_restart(
     client_build, mongo_backend, database_name, database, tmp_path

@@ -95,6 +95,8 @@ async def service(mongo_backend, database_name):
         yield running
 
 
+# 30 examples, each a round trip of real writes to the service's SSE stream: about 17 s here.
+@pytest.mark.timeout(120)
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=st.dictionaries(KEYS, VALUES, max_size=5), changes=updates())
 async def test_random_updates_replay_exactly_and_leak_nothing(service, database, document, changes):

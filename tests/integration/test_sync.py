@@ -115,6 +115,8 @@ async def test_canvas_edits_reach_the_flow(service, database):
 
 
 @pytest.mark.node
+# func_only: the session's first use of node_writer runs `npm ci` in its set-up.
+@pytest.mark.timeout(10, func_only=True)
 async def test_writes_from_the_nodejs_driver(service, mongo_backend, database_name, node_writer):
     """Writes made by the Node.js driver reach the browser exactly like PyMongo's."""
     flow_id = "flow-node"

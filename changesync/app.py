@@ -22,7 +22,7 @@ from .auth import Authenticator
 from .check import warn_about_images
 from .delivering.housekeeping import ShutdownNotice
 from .metrics import Metrics
-from .mongo import open_database, unreachable_cause
+from .mongo import Database, open_database, unreachable_cause
 from .producing.watcher import Watcher
 from .service import build_service
 from .settings import Settings, load_settings
@@ -64,9 +64,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         logger.info("watching %s", target)
         try:
             async with asyncio.TaskGroup() as tasks:
-                watching = tasks.create_task(watcher.run(), name="changesync-watcher")
-                tasks.create_task(warn_about_images(database, settings.routes))
-                keeper = tasks.create_task(service.housekeeping.run(), name="changesync-housekeeping")
+                background = [
+                    tasks.create_task(watcher.run(), name="changesync-watcher"),
+                    tasks.create_task(_warn_about_images(watcher, database, settings), name="changesync-images"),
+                    tasks.create_task(service.housekeeping.run(), name="changesync-housekeeping"),
+                ]
                 await _wait_for_stream(watcher, settings)
                 yield State(
                     settings=settings,
@@ -81,8 +83,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     target=target,
                 )
                 broker.close_all("shutdown")
-                watching.cancel()
-                keeper.cancel()
+                for task in background:
+                    task.cancel()
         finally:
             await database.close()
 
@@ -135,3 +137,9 @@ async def _wait_for_stream(watcher: Watcher, settings: Settings) -> None:
     finally:
         started.cancel()
         unreachable.cancel()
+
+
+async def _warn_about_images(watcher: Watcher, database: Database, settings: Settings) -> None:
+    """Once the stream is open (the database answers), log the routes that lack pre-images."""
+    await watcher.wait_started()
+    await warn_about_images(database, settings.routes)

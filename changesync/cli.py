@@ -41,9 +41,9 @@ def _parser() -> argparse.ArgumentParser:
                 declaration.flag,
                 dest=key,
                 metavar=key.rpartition(".")[2].upper(),
-                help=f"{declaration.help} (default {declaration.default}; {declaration.env})"
+                help=f"{declaration.help.rstrip('.')} (default: {declaration.default}; {declaration.env})"
                 if not declaration.secret
-                else f"{declaration.help} ({declaration.env})",
+                else f"{declaration.help.rstrip('.')} ({declaration.env})",
             )
         subparsers[name] = sub
     subparsers["demo"].add_argument(

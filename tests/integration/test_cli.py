@@ -8,13 +8,16 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import httpx
 import pytest
 from bson import json_util
 
 from harness import EventStream, free_port
 
 COMMAND = [sys.executable, "-m", "changesync"]
+SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "change-events.jsonl"
 
 
 def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -39,12 +42,57 @@ class TestCheck:
         assert after.returncode == 0, after.stdout
         assert "result: ready" in after.stdout
 
+    # Two checks, each waiting out check's 5 s server selection.
+    @pytest.mark.timeout(30)
     def test_unreachable_server(self):
-        """A server that does not answer is a failed check, not a hang or a traceback."""
-        result = run("check", "--mongodb-uri", f"mongodb://127.0.0.1:{free_port()}/?directConnection=true")
+        """A server that does not answer is a failed check with one line of cause, not a hang or a
+        traceback; the driver's account of it comes with --verbose only."""
+        uri = f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"
+        result = run("check", "--mongodb-uri", uri)
         assert result.returncode == 1
-        assert "[FAIL] connection" in result.stdout
+        (failure,) = [line for line in result.stdout.splitlines() if line.startswith("[FAIL]")]
+        assert failure.startswith(f"[FAIL] connection  cannot reach {uri}: 127.0.0.1:")
+        assert "Topology Description" not in result.stdout and "--verbose" in result.stdout
         assert "Traceback" not in result.stderr
+        verbose = run("check", "--verbose", "--mongodb-uri", uri)
+        assert "ServerSelectionTimeoutError" in verbose.stdout and "Topology Description" in verbose.stdout
+
+
+class TestServe:
+    async def test_an_unreachable_database_is_said_at_once_naming_it(self):
+        """serve without a reachable MongoDB says within seconds which URI it tries, why it fails, and
+        to run `changesync check`; /readyz says the same; the service keeps serving meanwhile."""
+        port, uri = free_port(), f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"
+        environ = {key: value for key, value in os.environ.items() if not key.startswith("CHANGESYNC_")}
+        environ.update(CHANGESYNC_AUTH_MODE="none", CHANGESYNC_LOG_FORMAT="text")
+        process = await asyncio.create_subprocess_exec(
+            *COMMAND, "serve", "--mongodb-uri", uri, "--port", str(port),
+            env=environ, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            said = []
+            async with asyncio.timeout(6):  # a 2 s probe; the driver's own attempt would take 10 s
+                while not said:
+                    line = (await process.stderr.readline()).decode()
+                    assert line, "serve exited"
+                    if "cannot reach" in line:
+                        said.append(line)
+            assert uri in said[0] and "Connect call failed" in said[0] and "changesync check" in said[0]
+            async with httpx.AsyncClient() as client, asyncio.timeout(6):
+                while True:
+                    try:
+                        response = await client.get(f"http://127.0.0.1:{port}/readyz")
+                        break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.05)
+            body = response.json()
+            assert response.status_code == 503 and body["status"] == "not-ready"
+            assert "Connect call failed" in body["lastError"] and uri in body["mongodb"]
+            assert "changesync check" in body["hint"]
+        finally:
+            process.terminate()
+            async with asyncio.timeout(8):
+                await process.wait()
 
 
 class TestConfigErrors:
@@ -129,6 +177,47 @@ class TestPreview:
         assert blocks[2].startswith("dropped: unroutable")
         assert "line 2: not Extended JSON" in result.stderr
         assert "line 6: expected a change event object" in result.stderr
+
+    def test_an_object_that_is_not_a_change_event(self):
+        """A JSON object without operationType and _id is called what it is, not a dropped event."""
+        result = run("preview", "-", stdin='{"a": 1}\n')
+        assert result.returncode == 1
+        assert "line 1: not a change event" in result.stderr
+
+    def test_the_shipped_sample(self):
+        """The sample in docs/examples gives every kind of answer: the three event types, drops and a resync."""
+        result = run("preview", str(SAMPLE))
+        assert result.returncode == 0, result.stderr
+        for expected in ("event: SYNC_CANVAS", "event: EXECUTION_UPDATE", "event: LOG_STREAM"):
+            assert expected in result.stdout
+        assert "dropped: private" in result.stdout and "dropped: unroutable" in result.stdout
+        assert "resync: every client" in result.stdout
+        assert "sk-demo" not in result.stdout and "never-sent" not in result.stdout and "_worker" not in result.stdout
+
+
+class TestHelp:
+    def test_each_command_says_what_it_does(self):
+        """changesync --help lists every command with a one-line description."""
+        result = run("--help")
+        for command in ("serve", "demo", "check", "preview"):
+            assert re.search(rf"^\s+{command}\s+\w", result.stdout, re.MULTILINE), command
+
+    @pytest.mark.parametrize(
+        ("command", "takes", "not_taken"),
+        [
+            ("serve", ["--mongodb-uri", "--port", "--log-level"], ["--fix"]),
+            ("check", ["--mongodb-uri", "--fix", "--verbose"], ["--port", "--host", "--log-level"]),
+            ("preview", ["--config"], ["--mongodb-uri", "--port", "--database"]),
+        ],
+    )
+    def test_a_command_lists_only_its_own_flags(self, command, takes, not_taken):
+        """A command's --help shows the flags it takes and none of the others."""
+        result = run(command, "--help")
+        assert result.returncode == 0
+        for flag in takes:
+            assert flag in result.stdout, flag
+        for flag in not_taken:
+            assert flag not in result.stdout, flag
 
 
 class TestDemo:

@@ -12,10 +12,14 @@ import dataclasses
 import gc
 import json
 import time
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
 
 from changesync.server import (
     FEED_BYTES,
@@ -324,3 +328,12 @@ class TestRequestBodies:
             received, elapsed_s = await trickle_until_closed(reader, writer, b"a" * 1000)
         assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"ok\n")
         assert elapsed_s < 1.0
+
+
+def test_uvicorn_is_inside_the_tested_range():
+    """The protocol extends uvicorn internals: the installed uvicorn is inside the range pyproject declares
+    (CI runs these tests at both ends of it)."""
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    (requirement,) = [Requirement(item) for item in pyproject["project"]["dependencies"] if item.startswith("uvicorn")]
+    assert requirement.specifier.contains(version("uvicorn")), (version("uvicorn"), str(requirement.specifier))
+    assert any(spec.operator == "<" for spec in requirement.specifier), "the range has an upper bound"

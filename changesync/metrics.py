@@ -2,77 +2,84 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metric", "Metrics"]
+
+PROCESSING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One exported metric, as ``docs/operations.md`` lists it."""
+
+    name: str
+    """As scraped: counters end in ``_total``."""
+    kind: str
+    labels: tuple[str, ...]
+    help: str
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.events_in = Counter(
-            "changesync_events_in",
-            "Change events read from MongoDB.",
-            ["collection", "operation"],
-            registry=self.registry,
+        self.catalogue: list[Metric] = []
+        self.events_in = self._counter(
+            "changesync_events_in", "Change events read from MongoDB.", "collection", "operation"
         )
-        self.events_published = Counter(
+        self.events_published = self._counter(
             "changesync_events_published",
             "Events that passed the filter pipeline and were published to a flow.",
-            ["type", "collection"],
-            registry=self.registry,
+            "type",
+            "collection",
         )
-        self.events_out = Counter(
-            "changesync_events_out",
-            "Event deliveries queued to SSE clients (one per client and event).",
-            ["type"],
-            registry=self.registry,
+        self.events_out = self._counter(
+            "changesync_events_out", "Event deliveries queued to SSE clients (one per client and event).", "type"
         )
-        self.events_dropped = Counter(
+        self.events_dropped = self._counter(
             "changesync_events_dropped",
             "Change events the pipeline dropped, by reason (private, denied-only, unroutable, ...).",
-            ["reason", "collection"],
-            registry=self.registry,
+            "reason",
+            "collection",
         )
-        self.events_skipped = Counter(
+        self.events_skipped = self._counter(
             "changesync_events_skipped",
-            "Change events that could not be processed at all (malformed, not serialisable).",
-            ["reason"],
-            registry=self.registry,
+            "Change events that could not be processed at all (malformed, not serialisable, too large).",
+            "reason",
         )
-        self.authorization_errors = Counter(
+        self.authorization_errors = self._counter(
             "changesync_authorization_errors",
             "Access checks that could not be made (the database did not answer); the request got 503.",
-            registry=self.registry,
         )
-        self.clients_connected = Gauge("changesync_clients_connected", "Connected SSE clients.", registry=self.registry)
-        self.clients_disconnected_slow = Counter(
-            "changesync_clients_disconnected_slow",
-            "SSE clients cut off because their queue overflowed.",
-            registry=self.registry,
+        self.clients_connected = self._gauge("changesync_clients_connected", "Connected SSE clients.")
+        self.clients_disconnected_slow = self._counter(
+            "changesync_clients_disconnected_slow", "SSE clients cut off because their queue overflowed."
         )
-        self.stream_lag_seconds = Gauge(
+        self.stream_lag_seconds = self._gauge(
             "changesync_change_stream_lag_seconds",
             "Seconds between a change's wallTime and its processing; 0 while the stream is idle.",
-            registry=self.registry,
         )
-        self.stream_restarts = Counter(
-            "changesync_change_stream_restarts",
-            "Times the change stream was reopened after an error, by kind.",
-            ["kind"],
-            registry=self.registry,
+        self.stream_restarts = self._counter(
+            "changesync_change_stream_restarts", "Times the change stream was reopened after an error, by kind.", "kind"
         )
+        processing_help = "Time from a change leaving the driver to its frames being queued for every subscriber."
         self.processing_seconds = Histogram(
-            "changesync_event_processing_seconds",
-            "Time from a change leaving the driver to its frames being queued for every subscriber.",
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
-            registry=self.registry,
+            "changesync_event_processing_seconds", processing_help, buckets=PROCESSING_BUCKETS, registry=self.registry
         )
-
+        self.catalogue.append(Metric("changesync_event_processing_seconds", "histogram", (), processing_help))
         self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
+
+    def _counter(self, name: str, help: str, *labels: str) -> Counter:
+        self.catalogue.append(Metric(name + "_total", "counter", labels, help))
+        return Counter(name, help, labels, registry=self.registry)
+
+    def _gauge(self, name: str, help: str) -> Gauge:
+        self.catalogue.append(Metric(name, "gauge", (), help))
+        return Gauge(name, help, registry=self.registry)
 
     def labelled(self, metric: Counter, *values: str) -> Any:
         """``metric.labels(*values)`` (in label order), looked up once: ``labels`` validates and takes a

@@ -1,6 +1,6 @@
 """The SSE payload contract: one ``TypedDict`` per JSON object a client can receive.
 
-This module is the single source of the wire format. ``changesync.events`` builds payloads typed
+This module is the single source of the wire format. ``changesync.frames`` builds payloads typed
 with these classes (so mypy checks the builders against them), and ``python -m changesync.schema``
 writes the JSON Schema (draft 2020-12) that the TypeScript client's types are generated from:
 ``changesync/schema/events.json``, also served at ``GET /schema/events.json``.
@@ -129,9 +129,10 @@ class ResyncPayload(TypedDict):
     type: Literal["RESYNC"]
     flowId: str
     reason: str
-    """Why: ``slow-consumer``, ``shutdown``, ``token-expired`` (resumable); ``invalid-id``, ``unknown-position``,
-    ``history-lost``, ``catch-up-failed``, ``catch-up-timeout``, ``access-revoked``, ``collection-drop``,
-    ``collection-rename``, ``database-dropped``, ``invalidated``… (not resumable)."""
+    """Why (docs/protocol.md lists every reason): ``slow-consumer`` and ``token-expired`` are resumable;
+    ``invalid-id``, ``unknown-position``, ``history-lost``, ``catch-up-failed``, ``catch-up-timeout``,
+    ``access-revoked``, ``event-skipped``, ``collection-drop``, ``collection-rename``, ``database-dropped`` and
+    ``invalidated`` are not."""
     resumable: bool
     """True: keep your state, the stream ends and reconnecting with the last event id catches up. False: discard
     your state; a ``SNAPSHOT`` follows when snapshots are on, otherwise reload the flow."""

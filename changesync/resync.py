@@ -8,19 +8,12 @@ from __future__ import annotations
 
 from typing import Final
 
-from .errors import (
-    HistoryLostError,
-    ResumeFailedError,
-    SourceError,
-    TokenRejectedError,
-    UnknownPositionError,
-)
+from .errors import HistoryLostError, SourceError, TokenRejectedError, UnknownPositionError
 
 REASONS: Final[dict[str, tuple[bool, str]]] = {
     # reason: (resumable, what happened)
     "slow-consumer": (True, "the client fell behind and its queue overflowed; the stream ends"),
     "token-expired": (True, "the client's token expired; the stream ends"),
-    "shutdown": (True, "the server is shutting down; the stream ends"),
     "access-revoked": (False, "the subject may no longer read the flow; the stream ends"),
     "invalid-id": (False, "the Last-Event-ID is not one of ours"),
     "unknown-position": (False, "the position was never in this deployment's history"),
@@ -62,5 +55,10 @@ def reason_for_catch_up_error(exc: SourceError) -> str:
     return "catch-up-failed"
 
 
-def catch_up_failed(exc: SourceError) -> ResumeFailedError:
-    return ResumeFailedError(reason_for_catch_up_error(exc))
+def reference_table() -> str:
+    """The Markdown table of every reason, as ``docs/protocol.md`` shows it."""
+    lines = ["| reason | resumable | what happened |", "| --- | --- | --- |"]
+    lines += [
+        f"| `{reason}` | {'yes' if resumable else 'no'} | {what} |" for reason, (resumable, what) in REASONS.items()
+    ]
+    return "\n".join(lines)

@@ -1,10 +1,8 @@
-from pathlib import Path
-
 import pytest
 
 from changesync.errors import ConfigError
 from changesync.routes import DEFAULT_ROUTES
-from changesync.settings import DECLARATIONS, env_name, load_settings, redact_uri
+from changesync.settings import env_name, load_settings, redact_uri
 
 
 def write(tmp_path, text):
@@ -190,10 +188,3 @@ class TestSecrets:
         assert "hunter2" not in repr(settings)
         assert "hunter2" not in settings.redacted_uri
         assert redact_uri("mongodb://db:27017") == "mongodb://db:27017"
-
-
-class TestDocumentation:
-    def test_every_setting_is_in_the_readme(self):
-        """Each configuration key is named (in backticks) in the README, so the docs cannot fall behind."""
-        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-        assert [key for key in DECLARATIONS if f"`{key}`" not in readme] == []

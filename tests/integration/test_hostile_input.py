@@ -3,7 +3,7 @@
 Every test writes its odd document with PyMongo, then proves that the watcher is still alive by writing
 a normal marker document for the same flow and receiving it within ``MARKER_TIMEOUT_S``. Every ``data:``
 line a client receives must be strict JSON (no ``NaN``/``Infinity`` literals), and mapped values must
-equal the README's BSON → JSON table, written out here by hand rather than computed with the codec.
+equal the BSON → JSON table of docs/protocol.md, written out here by hand rather than computed with the codec.
 
 Where SecantusDB and mongod differ, the test's docstring says so.
 """
@@ -283,7 +283,7 @@ async def test_missing_and_wrongly_typed_flow_ids_are_counted(service, database,
 
 
 async def test_flow_ids_of_other_bson_types_are_unroutable(service, database):
-    """A flow id must be a non-empty string or an integer (README): BSON values that merely map to a JSON
+    """A flow id must be a non-empty string or an integer (docs/configuration.md): BSON values that merely map to a JSON
     string (Decimal128, Double NaN/Infinity, Date, UUID, Binary, Code) are not flow ids either."""
     flow_id = "flow-types"
     values = {
@@ -407,7 +407,7 @@ def every_type() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 async def test_every_bson_type_maps_as_documented(service, database):
-    """One document with every BSON type, inserted and then changed with ``$set``: exactly the README mapping."""
+    """One document with every BSON type, inserted, then changed with ``$set``: the mapping of docs/protocol.md."""
     flow_id = "flow-types"
     document, expected = every_type()
     async with EventStream(service.events_url(flow_id, snapshot="false")) as stream:

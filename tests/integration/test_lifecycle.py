@@ -121,7 +121,7 @@ class SseParser:
 
 
 class CanvasCopy:
-    """A client's copy of one flowboard, kept from SYNC_CANVAS events like the README's browser client."""
+    """A client's copy of one flowboard, kept from SYNC_CANVAS events like the browser client of docs/protocol.md."""
 
     def __init__(self) -> None:
         self.document: dict[str, Any] | None = None

@@ -118,25 +118,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 async def _wait_for_stream(watcher: Watcher, settings: Settings) -> None:
     """Until the stream is open, for at most ``STARTUP_WAIT_S``; says at once why when MongoDB cannot
-    be reached, and serves meanwhile (``/readyz`` says not ready, and why)."""
-    started = asyncio.ensure_future(watcher.wait_started())
-    unreachable = asyncio.ensure_future(unreachable_cause(settings.mongodb_uri))
-    try:
-        done, _ = await asyncio.wait(
-            {started, unreachable}, timeout=STARTUP_WAIT_S, return_when=asyncio.FIRST_COMPLETED
-        )
-        if started in done:
-            return
-        cause = unreachable.result() if unreachable in done else None
-        if cause is None:
-            # Reachable, but the stream did not open yet: the watcher says why when it fails.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(started), timeout=STARTUP_WAIT_S)
-            return
+    be reached, and serves meanwhile (``/readyz`` says not ready, and why).
+
+    The probe is a ping of its own, bounded by its server selection timeout; it is never cancelled
+    (a connection cancelled while it opens is left behind by the driver)."""
+    cause = await unreachable_cause(settings.mongodb_uri)
+    if cause is not None:
         watcher.unreachable(cause)
-    finally:
-        started.cancel()
-        unreachable.cancel()
+        return
+    with contextlib.suppress(TimeoutError):
+        # Reachable, but the stream may not be open yet; the watcher says why when it fails.
+        await asyncio.wait_for(watcher.wait_started(), timeout=STARTUP_WAIT_S)
 
 
 async def _warn_about_images(watcher: Watcher, database: Database, settings: Settings) -> None:

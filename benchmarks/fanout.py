@@ -223,7 +223,7 @@ async def count_change_streams(client: AsyncMongoClient[dict[str, Any]], databas
 def expected_frame_bytes() -> int:
     """The size of changesync's LOG_STREAM frame for the writer's documents (the ceiling writes as many)."""
     from changesync.codec import encode_token, to_change_event
-    from changesync.frames import change_frame
+    from changesync.frames import change_draft
     from changesync.settings import load_settings
     from filters import Drop, Pipeline
 
@@ -232,8 +232,9 @@ def expected_frame_bytes() -> int:
     settings = load_settings(environ={})
     result = Pipeline(settings.routes).process_all(to_change_event(change))
     assert not isinstance(result, Drop)
-    frame, _ = change_frame(result[0], encode_token(change["_id"]), max_bytes=settings.limits.max_event_bytes)
-    return len(frame.data)
+    draft, _ = change_draft(result[0], max_bytes=settings.limits.max_event_bytes)
+    # The id the in-process hub gives it: the position, the epoch and a sequence number.
+    return len(draft.framed(encode_token(change["_id"]) + "~AAAAAAAA.1000").data)
 
 
 # --- one scenario ----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     python -m benchmarks.pipeline [--smoke] [--seconds S]
 
-For each typical event (``benchmarks.samples``), the service's path as ``Producer.frames`` runs it:
+For each typical event (``benchmarks.samples``), the service's path as ``Producer.drafts`` runs it:
 ``codec.encode_token`` (the frame's id) → conversion with the document cache (``LiveConverter``) →
 the live ``Pipeline.process_all`` with the default routes → encoding (``producing.encode``).
 Updates are measured on a sequence of consecutive updates of one document (``samples.update_sequence``: a node dragged,
@@ -32,7 +32,7 @@ import orjson
 
 from changesync.codec import encode_token, to_change_event
 from changesync.delivering.broadcast import Broker
-from changesync.frames import change_frame
+from changesync.frames import change_draft
 from changesync.hub.local import LocalHub
 from changesync.hub.replay import ReplayBuffer
 from changesync.metrics import Metrics
@@ -68,12 +68,14 @@ def producer(*, document_cache: bool = True) -> Producer:
 
 
 def frames_of(producer: Producer, change: dict[str, Any]) -> list[bytes]:
-    """What the service publishes for ``change``: the changesync path, as ``Producer.frames`` runs it
-    (the frame's id, conversion with the document cache, the pipeline, one encoding per event)."""
-    frames = producer.frames(change, encode_token(change["_id"]))
-    if not frames:
+    """What the service publishes for ``change``: the changesync path, as ``Producer.drafts`` runs it
+    (conversion with the document cache, the pipeline, one encoding per event), framed with the id
+    the hub gives it."""
+    drafts = producer.drafts(change)
+    if not drafts:
         raise AssertionError(f"the sample was dropped: {change['operationType']} on {change['ns']['coll']}")
-    return [frame.data for frame in frames]
+    identifier = encode_token(change["_id"]) + "~AAAAAAAA.1000"
+    return [draft.framed(identifier).data for draft in drafts]
 
 
 def cycling(changes: list[dict[str, Any]], step: Callable[[dict[str, Any]], Any]) -> Callable[[], Any]:
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def encode_only(processed: tuple[Any, ...] = processed, position: str = position) -> None:
             for event in processed:
-                change_frame(event, position, max_bytes=1 << 20)
+                change_draft(event, max_bytes=1 << 20)[0].framed(position)
 
         warm, cold, on_change = producer(), producer(), producer()
         timed = {"seconds": seconds, "round_s": round_s}

@@ -29,6 +29,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import bson
@@ -324,3 +325,40 @@ def decode_token(cursor: str) -> dict[str, Any]:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+# --- event ids -------------------------------------------------------------------------------
+
+# An id the hub hands out is "<position>~<epoch>.<seq>": the oplog position it follows (an encoded
+# resume token), and its place in the hub's history (the hub's epoch and sequence number). An id
+# without "~" is an oplog position only: frames of a catch-up carry those.
+HUB_SEPARATOR, SEQ_SEPARATOR = "~", "."
+
+
+@dataclass(frozen=True, slots=True)
+class EventId:
+    position: str
+    """The encoded resume token: where a catch-up from the oplog starts."""
+    epoch: str | None = None
+    seq: int | None = None
+
+    def __str__(self) -> str:
+        if self.epoch is None or self.seq is None:
+            return self.position
+        return f"{self.position}{HUB_SEPARATOR}{self.epoch}{SEQ_SEPARATOR}{self.seq}"
+
+
+def event_id(position: str, epoch: str, seq: int) -> str:
+    return f"{position}{HUB_SEPARATOR}{epoch}{SEQ_SEPARATOR}{seq}"
+
+
+def parse_event_id(text: str) -> EventId:
+    """The parts of an id; raises ``ValueError`` for anything that is not one of ours."""
+    position, separator, place = text.partition(HUB_SEPARATOR)
+    decode_token(position)
+    if not separator:
+        return EventId(position)
+    epoch, _, seq = place.rpartition(SEQ_SEPARATOR)
+    if not epoch or not seq.isdigit() or len(seq) > 18:
+        raise ValueError("not a changesync event id")
+    return EventId(position, epoch, int(seq))

@@ -6,6 +6,7 @@
     ├── SendTimeoutError (also TimeoutError)   a client stopped reading its stream (stream.send_timeout_s)
     ├── ResumeFailedError                      a client's position cannot be caught up (``reason``, sent in a RESYNC)
     ├── EmbeddedServerError                    the embedded database of ``changesync demo`` is missing or did not start
+    ├── HubUnavailableError                    the hub cannot take or give events now (no position yet, Redis down)
     └── SourceError                            MongoDB could not do what was asked
         ├── SourceUnavailableError             no connection: server selection failed, the network broke
         ├── UndecodableError                   the server sent data that cannot be decoded (InvalidBSON)
@@ -70,6 +71,14 @@ class ResumeFailedError(ChangesyncError):
 
 class EmbeddedServerError(ChangesyncError):
     """The embedded server is not installed or did not start."""
+
+
+class HubUnavailableError(ChangesyncError):
+    """The hub cannot take or give events now; ``cause`` says why (for a 503)."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
 
 
 class SourceError(ChangesyncError):

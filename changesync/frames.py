@@ -1,12 +1,14 @@
-"""The SSE wire format: ``Frame``, the encoded message that the hub carries, and its builders.
+"""The SSE wire format: ``Draft`` and ``Frame``, the encoded messages that the hub carries.
 
-A change is encoded once, into one ``Frame`` per flow it concerns; the same bytes then go to every
-subscriber of that flow. A frame keeps, beside its bytes, the little that delivery needs to know
-about it (which document it is about), so that it can travel between processes as it is.
+A change is encoded once, into one ``Draft`` per flow it concerns: its JSON payload and the little
+that delivery needs to know about it (which document it is about). The hub gives each draft its id
+and makes it a ``Frame``, whose bytes then go to every subscriber of that flow. Both are plain
+values, so that they can travel between processes as they are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -50,6 +52,15 @@ class Frame:
     collection: str = ""
     operation: str = ""
     document_key: str = ""
+    seq: int = 0
+    """The hub's sequence number of the change (0: not from a hub's history, e.g. a catch-up)."""
+    prev_seq: int = 0
+    """The sequence number of the flow's previous frame, or an upper bound of it."""
+
+    @property
+    def token(self) -> str:
+        """The oplog position of the id (without the hub's part)."""
+        return self.position.partition("~")[0]
 
     @property
     def is_change(self) -> bool:
@@ -66,6 +77,40 @@ class Frame:
         head, _, body = self.data.partition(_DATA_LINE)
         lines = [line for line in head.split(b"\n") if not line.startswith(_ID_PREFIX)]
         return b"\n".join(lines) + _DATA_LINE + body
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An encoded change for one flow, before the hub gives it its id."""
+
+    flow_id: str
+    event_type: str
+    payload: bytes
+    """The ``data:`` JSON."""
+    collection: str
+    operation: str
+    document_key: str
+
+    def framed(self, event_id: str, *, seq: int = 0, prev_seq: int = 0) -> Frame:
+        data = b"event: " + self.event_type.encode("ascii") + b"\n"
+        if event_id:
+            data += b"id: " + event_id.encode("ascii") + b"\n"
+        data += b"data: " + self.payload + b"\n\n"
+        return Frame(
+            self.flow_id,
+            self.event_type,
+            data,
+            event_id,
+            self.collection,
+            self.operation,
+            self.document_key,
+            seq,
+            prev_seq,
+        )
+
+
+# What an SSE message adds to its payload at most: "event: <type>", "id: <id>", "data: " lines.
+MESSAGE_OVERHEAD_BYTES = 512
 
 
 def document_key(document_id: Any) -> str:
@@ -95,20 +140,21 @@ def oversize_payload(payload: Mapping[str, Any], size: int) -> TooLargePayload:
     return cast(TooLargePayload, {**payload, "document": None, "patch": None, "tooLarge": True, "size": size})
 
 
-def change_frame(event: ChangeEvent, position: str, *, max_bytes: int) -> tuple[Frame, bool]:
-    """The frame of a published event, and whether it had to stand for an event over ``max_bytes``.
+def change_draft(event: ChangeEvent, *, max_bytes: int) -> tuple[Draft, bool]:
+    """The draft of a published event, and whether it had to stand for an event over ``max_bytes``.
 
     Raises ``TypeError`` or ``ValueError`` (``orjson.JSONEncodeError``) for a document that JSON
     cannot represent.
     """
     assert event.flow_id is not None and event.event_type is not None
     payload = change_payload(event)
-    data = message(event.event_type, payload, event_id=position)
-    too_large = len(data) > max_bytes
+    encoded = orjson.dumps(payload)
+    size = len(encoded) + MESSAGE_OVERHEAD_BYTES
+    too_large = size > max_bytes
     if too_large:
-        data = message(event.event_type, oversize_payload(payload, len(data)), event_id=position)
+        encoded = orjson.dumps(oversize_payload(payload, size))
     key = document_key(event.document_id)
-    return Frame(event.flow_id, event.event_type, data, position, event.collection, event.operation, key), too_large
+    return Draft(event.flow_id, event.event_type, encoded, event.collection, event.operation, key), too_large
 
 
 def coalesced_frame(latest: Frame, count: int) -> Frame:
@@ -119,9 +165,7 @@ def coalesced_frame(latest: Frame, count: int) -> Frame:
         CoalescedPayload, {**payload, "operation": operation, "patch": None, "coalesced": count}
     )
     data = message(latest.event_type, coalesced, event_id=latest.position)
-    return Frame(
-        latest.flow_id, latest.event_type, data, latest.position, latest.collection, operation, latest.document_key
-    )
+    return dataclasses.replace(latest, data=data, operation=operation)
 
 
 def collapsed_frame(last_skipped: Frame, skipped: int) -> Frame:
@@ -132,9 +176,7 @@ def collapsed_frame(last_skipped: Frame, skipped: int) -> Frame:
         {**payload, "operation": "skipped", "documentId": None, "document": None, "patch": None, "skipped": skipped},
     )
     data = message(last_skipped.event_type, collapsed, event_id=last_skipped.position)
-    return Frame(
-        last_skipped.flow_id, last_skipped.event_type, data, last_skipped.position, last_skipped.collection, "skipped"
-    )
+    return dataclasses.replace(last_skipped, data=data, operation="skipped", document_key="")
 
 
 def message(

@@ -60,6 +60,34 @@ class Uri(Parser):
         return value
 
 
+class RedisUrl(Parser):
+    expected = "a URL starting with redis://, rediss:// or unix:// (or empty: no hub)"
+
+    def __call__(self, key: str, value: Any) -> str:
+        if value == "":
+            return ""
+        if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+            raise self.fail(key, redact_uri(value) if isinstance(value, str) else value)
+        return value
+
+
+class Names(Parser):
+    """A list of upper-case names (a TOML list, or comma-separated in the environment)."""
+
+    expected = "upper-case names such as LOG_STREAM (a list, or comma-separated)"
+    pattern = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+
+    def __call__(self, key: str, value: Any) -> tuple[str, ...]:
+        items = [item.strip() for item in value.split(",")] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+            raise self.fail(key, value)
+        names = tuple(item for item in items if item)
+        for name in names:
+            if not self.pattern.fullmatch(name):
+                raise ConfigError(key, name, "an upper-case name such as LOG_STREAM")
+        return names
+
+
 class DatabaseName(Parser):
     expected = 'a MongoDB database name (1-63 characters, none of /\\. "$*<>:|?)'
 
@@ -100,6 +128,24 @@ class Seconds(Parser):
             raise self.fail(key, value)
         if value != value or value == float("inf"):
             raise ConfigError(key, value, "a finite number of seconds")
+        return float(value)
+
+
+class Number(Parser):
+    def __init__(self, above: float = 0) -> None:
+        self.above = above
+        self.expected = f"a number > {above:g}"
+
+    def __call__(self, key: str, value: Any) -> float:
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise self.fail(key, value) from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > self.above:
+            raise self.fail(key, value)
+        if value != value or value == float("inf"):
+            raise ConfigError(key, value, "a finite number")
         return float(value)
 
 

@@ -55,8 +55,8 @@ def preview_lines(lines: Iterable[str], pipeline: Pipeline, *, max_event_bytes: 
             continue
         token = change.get("_id")
         position = encode_token(token) if isinstance(token, dict) and token.get("_data") else ""
-        encoded = encode(result, position, max_event_bytes=max_event_bytes)
-        for frame in encoded.frames:
-            yield number, frame.data.decode().rstrip("\n"), False
+        encoded = encode(result, max_event_bytes=max_event_bytes)
+        for draft in encoded.drafts:
+            yield number, draft.framed(position).data.decode().rstrip("\n"), False
         for error in encoded.errors:
             yield number, f"line {number}: cannot be encoded ({error})", True

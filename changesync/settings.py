@@ -28,8 +28,11 @@ from .parsers import (
     DatabaseName,
     Integer,
     JsonQuery,
+    Names,
+    Number,
     Origins,
     Parser,
+    RedisUrl,
     Seconds,
     Secret,
     Text,
@@ -163,6 +166,43 @@ class CorsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HubSettings:
+    """Hub mode: many processes and machines behind one watcher, through Redis or Valkey."""
+
+    url: str = setting(
+        "",
+        RedisUrl(),
+        "Redis or Valkey that turns hub mode on; every process with this URL and database is one deployment"
+        " (empty: one process, no Redis).",
+        secret=True,
+    )
+    lease_ttl_s: float = setting(
+        5.0,
+        Seconds(0.1),
+        "Another process takes the watcher over this long after the watcher stops renewing its lease.",
+    )
+    history_per_flow: int = setting(
+        1000, Integer(1, 1_000_000), "Recent events kept per flow in Redis, for clients that resume on any process."
+    )
+    history_ttl_s: float = setting(
+        3600.0, Seconds(), "A flow's history in Redis is dropped after this long without events."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PublishSettings:
+    """Events that are not database writes, published by back-end services (``POST /flows/{flowId}/events``)."""
+
+    event_types: tuple[str, ...] = setting(
+        (), Names(), "Event types services may publish; each must be a route's (empty: publishing is off)."
+    )
+    role: str = setting("changesync-publisher", Text(), "A token with this role may publish.")
+    rate_per_s: float = setting(
+        200.0, Number(), "Events one token subject may publish per second, in bursts of as many; more get 429."
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     mongodb_uri: str = setting(
         "mongodb://127.0.0.1:27017/?directConnection=true",
@@ -179,6 +219,8 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     cors: CorsSettings = field(default_factory=CorsSettings)
+    hub: HubSettings = field(default_factory=HubSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
     routes: tuple[Route, ...] = ()
     route_options: Mapping[str, RouteOptions] = field(default_factory=dict)
     """Collection name → the route's service options."""
@@ -203,6 +245,8 @@ SECTIONS: dict[str, type] = {
     "auth": AuthSettings,
     "limits": LimitSettings,
     "cors": CorsSettings,
+    "hub": HubSettings,
+    "publish": PublishSettings,
 }
 
 
@@ -328,6 +372,8 @@ def load_settings(
         auth=AuthSettings(**sections["auth"]),
         limits=LimitSettings(**sections["limits"]),
         cors=CorsSettings(**sections["cors"]),
+        hub=HubSettings(**sections["hub"]),
+        publish=PublishSettings(**sections["publish"]),
         routes=routes,
         route_options=route_options,
         stages=stages,
@@ -343,6 +389,12 @@ def validate(settings: Settings, *, serving: bool = False) -> None:
 
     from .auth import load_keys
 
+    event_types = {route.event_type for route in settings.routes}
+    for event_type in settings.publish.event_types:
+        if event_type not in event_types:
+            raise ConfigError(
+                "publish.event_types", event_type, "a route's event type (" + ", ".join(sorted(event_types)) + ")"
+            )
     if "*" in settings.cors.allow_origins and settings.cors.allow_credentials:
         raise ConfigError("cors.allow_origins", "*", "explicit origins when cors.allow_credentials is true")
     try:

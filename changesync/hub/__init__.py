@@ -1,10 +1,15 @@
 """The seam between producing frames and delivering them.
 
 The producing side (one watcher per deployment) calls ``start``, ``publish``, ``idle`` and
-``reset``; the delivering side (every process that serves SSE) calls ``subscribe``, ``unsubscribe``
-and ``barrier``, and reads ``position``. ``LocalHub`` is the in-process hub: both sides in one
-process, no network in between. Each hub delivers to the subscribers of its own process through
-its ``broker``.
+``reset``; back-end services' events come in through ``publish_event``. The delivering side
+(every process that serves SSE) calls ``subscribe``, ``unsubscribe`` and ``barrier``, and reads
+``position``. ``LocalHub`` is the in-process hub: both sides in one process, no network in between.
+Each hub delivers to the subscribers of its own process through its ``broker``.
+
+The hub numbers what it publishes (a sequence number within its *epoch*, which changes whenever
+its history may have been lost) and hands out ids ``<position>~<epoch>.<seq>``
+(``changesync.codec.EventId``): a client that comes back with one resumes from the hub's history,
+on any process of the deployment, or from the oplog at ``position``.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..codec import EventId
 from ..delivering.broadcast import Broker, Subscriber
-from ..frames import Frame
+from ..frames import Draft, Frame
 from .clock import Clock, ClusterTime
 
 
@@ -39,7 +45,8 @@ class Hub(Protocol):
 
     @property
     def position(self) -> str:
-        """The position after the latest change or empty poll: a safe id for an idle client."""
+        """The id after the latest change or empty poll: a safe id for an idle client ("" before the
+        stream's first position)."""
         ...
 
     # --- the producing side ---------------------------------------------------------------------
@@ -47,14 +54,21 @@ class Hub(Protocol):
     def start(self, position: str | None, start_time: ClusterTime | None) -> None:
         """The live stream (re)opened at ``position``; at ``start_time`` when it starts afresh."""
 
-    def publish(self, position: str, cluster_time: ClusterTime | None, frames: Sequence[Frame]) -> None:
-        """The change at ``position`` was produced, with one frame per flow it concerns (maybe none)."""
+    def publish(self, position: str, cluster_time: ClusterTime | None, drafts: Sequence[Draft]) -> None:
+        """The change at ``position`` was produced, with one draft per flow it concerns (maybe none)."""
 
     def idle(self, position: str | None) -> None:
         """An empty poll returned at ``position``: the stream is caught up."""
 
     def reset(self, reason: str) -> None:
         """Every client must reload (a ``RESYNC`` with ``reason``); history no longer reaches back."""
+
+    async def publish_event(self, draft: Draft) -> str:
+        """Publish an event that is not a database write (``POST /flows/{flowId}/events``); its id.
+
+        Raises ``HubUnavailableError`` while the hub cannot take it (no stream position yet, no Redis).
+        """
+        ...
 
     # --- the delivering side ----------------------------------------------------------------
 
@@ -65,9 +79,14 @@ class Hub(Protocol):
         *,
         held: bool,
         subject: str,
-        replay_after: str | None = None,
+        replay_after: EventId | None = None,
     ) -> Subscription:
-        """Subscribe to a flow; with ``replay_after``, also take its history after that position."""
+        """Subscribe to a flow; with ``replay_after``, also take its history after that id."""
+        ...
+
+    async def may_have_lost_published(self, flow_id: str, after: EventId) -> bool:
+        """Whether a client at ``after`` may have missed published events of the flow that the hub no
+        longer holds (the oplog has only database writes)."""
         ...
 
     def unsubscribe(self, subscriber: Subscriber) -> None: ...

@@ -17,7 +17,7 @@ from filters import Drop, Pipeline, Route
 
 from ..codec import cluster_time_of, encode_token
 from ..errors import ResumeFailedError
-from ..frames import Frame
+from ..frames import Draft, Frame
 from ..hub import Clock
 from ..logs import RateLimitedLog
 from ..metrics import Metrics
@@ -60,8 +60,11 @@ class History:
         self._flow_id_paths = flow_id_paths(routes)
         self._rare = RateLimitedLog(logger)
 
-    async def frames_after(self, token: Mapping[str, Any], flow_id: str, *, until: Clock) -> AsyncIterator[Frame]:
-        """The flow's frames after ``token``, up to what ``until`` says was published live.
+    async def frames_after(
+        self, token: Mapping[str, Any], flow_id: str, *, until: Clock, id_suffix: str = ""
+    ) -> AsyncIterator[Frame]:
+        """The flow's frames after ``token``, up to what ``until`` says was published live. Their ids
+        are their oplog positions followed by ``id_suffix`` (the hub's part of the client's id).
 
         Raises ``SourceError`` when the oplog cannot be read from ``token``, and
         ``ResumeFailedError`` when a reset (a drop, a rename…) lies in between.
@@ -79,11 +82,11 @@ class History:
                 operation = str(change.get("operationType"))
                 if operation not in DATA_OPERATIONS:
                     raise ResumeFailedError(reason_for_operation(operation))
-                for frame in self._produce(change, operation, position):
-                    if frame.flow_id == flow_id:
-                        yield frame
+                for draft in self._produce(change, operation):
+                    if draft.flow_id == flow_id:
+                        yield draft.framed(position + id_suffix)
 
-    def _produce(self, change: Mapping[str, Any], operation: str, position: str) -> list[Frame]:
+    def _produce(self, change: Mapping[str, Any], operation: str) -> list[Draft]:
         collection = str(change.get("ns", {}).get("coll", ""))
         try:
             result = self.pipeline.process_all(convert_change(change, self._flow_id_paths))
@@ -95,10 +98,10 @@ class History:
             return []
         if isinstance(result, Drop):
             return []
-        encoded = encode(result, position, max_event_bytes=self.max_event_bytes)
+        encoded = encode(result, max_event_bytes=self.max_event_bytes)
         for error in encoded.errors:
             self.metrics.events_skipped.labels(reason="unserialisable").inc()
             self._rare.warning(
                 "unserialisable", "skipped an event on %s that cannot be encoded (%s)", collection, error
             )
-        return encoded.frames
+        return encoded.drafts

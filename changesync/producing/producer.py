@@ -17,7 +17,7 @@ from typing import Any
 from filters import Drop, Pipeline
 
 from ..codec import cluster_time_of, encode_token
-from ..frames import Frame
+from ..frames import Draft
 from ..hub import Hub
 from ..logs import RateLimitedLog
 from ..metrics import Metrics
@@ -68,11 +68,11 @@ class Producer:
         started = time.perf_counter()
         operation = str(change.get("operationType"))
         position = encode_token(change["_id"])
-        frames: list[Frame] = []
+        drafts: list[Draft] = []
         reset_reason = None
         try:
             if operation in DATA_OPERATIONS:
-                frames = self.frames(change, position)
+                drafts = self.drafts(change)
             elif operation in RESET_OPERATIONS:
                 reset_reason = self._reset_reason(change, operation)
         except Exception as exc:
@@ -80,7 +80,7 @@ class Producer:
             self.converter.clear()
             self.metrics.events_skipped.labels(reason="internal-error").inc()
             self._rare.warning("internal-error", "skipped a %s event after an internal error (%r)", operation, exc)
-        self.hub.publish(position, cluster_time_of(change), frames)
+        self.hub.publish(position, cluster_time_of(change), drafts)
         if reset_reason is not None:
             self.reset(reset_reason)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
@@ -102,8 +102,8 @@ class Producer:
 
     # --- the stages ---------------------------------------------------------------------------
 
-    def frames(self, change: Change, position: str) -> list[Frame]:
-        """A data change through convert → filter → encode: its frames, one per flow it concerns."""
+    def drafts(self, change: Change) -> list[Draft]:
+        """A data change through convert → filter → encode: its drafts, one per flow it concerns."""
         collection = str(change.get("ns", {}).get("coll", ""))
         operation = str(change.get("operationType"))
         metrics = self.metrics
@@ -130,7 +130,7 @@ class Producer:
                     result.detail,
                 )
             return []
-        encoded = encode(result, position, max_event_bytes=self.max_event_bytes)
+        encoded = encode(result, max_event_bytes=self.max_event_bytes)
         if encoded.too_large:
             metrics.events_skipped.labels(reason="too-large").inc(encoded.too_large)
         for error in encoded.errors:
@@ -138,9 +138,9 @@ class Producer:
             self._rare.warning(
                 "unserialisable", "skipped an event on %s that cannot be encoded (%s)", collection, error
             )
-        for frame in encoded.frames:
-            metrics.labelled(metrics.events_published, frame.event_type, collection).inc()
-        return encoded.frames
+        for draft in encoded.drafts:
+            metrics.labelled(metrics.events_published, draft.event_type, collection).inc()
+        return encoded.drafts
 
     def _reset_reason(self, change: Change, operation: str) -> str:
         collection = str(change.get("ns", {}).get("coll", ""))

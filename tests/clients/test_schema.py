@@ -23,7 +23,7 @@ from changesync import payloads
 from changesync.app import create_app
 from changesync.frames import (
     Frame,
-    change_frame,
+    change_draft,
     change_payload,
     coalesced_frame,
     collapsed_frame,
@@ -119,9 +119,9 @@ class TestBuilders:
 
     @staticmethod
     def encoded(event: ChangeEvent) -> Frame:
-        frame, too_large = change_frame(event, "position", max_bytes=1 << 20)
+        draft, too_large = change_draft(event, max_bytes=1 << 20)
         assert not too_large
-        return frame
+        return draft.framed("position")
 
     def test_change(self, validator):
         """insert, update, replace and delete are ChangePayloads."""

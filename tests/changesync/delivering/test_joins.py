@@ -248,6 +248,21 @@ class TestResume:
         assert len({message.id for message in missed}) == 7
         assert database.streams_opened == streams_before + 1, "one history stream"
 
+    async def test_from_a_heartbeat_position_in_memory(self):
+        """An idle client's last id is a heartbeat's (the live position, with the hub's number): what
+        followed it comes from the hub's history, without a database read."""
+        database = FakeDatabase()
+        async with running(database) as service:
+            database.insert("flow_logs", log_chunk(0, flow="other"))
+            await settled(service, database)
+            position = service.hub.position
+            database.insert("flow_logs", log_chunk(1))
+            await settled(service, database)
+            streams_before = database.streams_opened
+            back = await join(service, last_event_id=position)
+            assert [message.data["document"]["seq"] for message in await back.until(1)] == [1]
+        assert database.streams_opened == streams_before
+
     async def test_from_a_heartbeat_position(self):
         """An idle client's last id is a heartbeat's (the live position): it resumes from there."""
         database = FakeDatabase()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from bson import Int64, ObjectId, Timestamp
 
-from changesync.codec import encode_token, identity_key
+from changesync.codec import identity_key
 from changesync.delivering.broadcast import Broker
 from changesync.hub.clock import Clock
 from changesync.hub.local import LocalHub
@@ -123,7 +123,7 @@ class Writer:
 
 
 def rendered(producer: Producer, change: dict[str, Any]) -> list[tuple[str, bytes]]:
-    return [(frame.flow_id, frame.data) for frame in producer.frames(change, encode_token(change["_id"]))]
+    return [(draft.flow_id, draft.payload) for draft in producer.drafts(change)]
 
 
 class TestDocumentCache:
@@ -153,10 +153,10 @@ class TestDocumentCache:
         cached = producer()
         writer = Writer(1)
         insert = writer.change()
-        cached.frames(insert, "p0")
+        cached.drafts(insert)
         document_id = insert["documentKey"]["_id"]
         first = writer._update(document_id, copy.deepcopy(writer.documents[document_id]))
-        cached.frames(first, "p1")
+        cached.drafts(first)
         assert len(cached.converter.images) == 1
         second = writer._event(
             "update",
@@ -164,10 +164,10 @@ class TestDocumentCache:
             updateDescription={"updatedFields": {"title": "second"}, "removedFields": [], "disambiguatedPaths": {}},
             fullDocumentBeforeChange={"_id": document_id, "flowId": "garbage the cache ignores"},
         )
-        frames = cached.frames(second, "p2")
-        assert frames
-        for frame in frames:
-            assert b"garbage" not in frame.data
+        drafts = cached.drafts(second)
+        assert drafts
+        for draft in drafts:
+            assert b"garbage" not in draft.payload
 
     @pytest.mark.parametrize(
         ("first_id", "second_id"),
@@ -211,7 +211,7 @@ class TestDocumentCache:
         cached = producer()
         writer = Writer(5)
         insert = writer.change()
-        cached.frames(insert, "p0")
+        cached.drafts(insert)
         document_id = insert["documentKey"]["_id"]
         description: dict[str, Any] = {"updatedFields": {"position.x": 3.0}, "removedFields": []}
         if disambiguated:
@@ -222,7 +222,7 @@ class TestDocumentCache:
             updateDescription=description,
             fullDocumentBeforeChange=copy.deepcopy(writer.documents[document_id]),
         )
-        assert cached.frames(update, "p1")
+        assert cached.drafts(update)
         assert len(cached.converter.images) == (1 if disambiguated else 0)
         assert cached.pipeline.remembered == len(cached.converter.images)
 
@@ -239,12 +239,12 @@ class TestDocumentCache:
         cached = producer()
         writer = Writer(2)
         for _ in range(30):
-            cached.frames(writer.change(), "p")
+            cached.drafts(writer.change())
         assert len(cached.converter.images) > 0
         cached.reset("test")
         assert len(cached.converter.images) == 0
         for _ in range(30):
-            cached.frames(writer.change(), "p")
+            cached.drafts(writer.change())
         assert len(cached.converter.images) > 0
         cached.on_start(None, None)
         assert len(cached.converter.images) == 0
@@ -254,7 +254,7 @@ class TestDocumentCache:
         cached = producer()
         writer = Writer(3)
         for _ in range(30):
-            cached.frames(writer.change(), "p")
+            cached.drafts(writer.change())
         images = cached.converter.images
         kept = {key: images.get("flow_nodes", key) for key in map(identity_key, writer.keys())}
         replayed = [writer.change() for _ in range(20)]

@@ -35,6 +35,7 @@ from .web import (
     http_error,
     internal_error,
     metrics_endpoint,
+    publish_event,
     readyz,
 )
 
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     event_types=frozenset(route.event_type for route in settings.routes),
                     streams=service.streams,
                     target=target,
+                    publisher=service.publisher,
+                    publish_rate=service.publish_rate,
                 )
                 broker.close_all("shutdown")
                 for task in background:
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/flows/{flow_id:path}/events", flow_events, methods=["GET"]),
+            Route("/flows/{flow_id:path}/events", publish_event, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -33,9 +33,13 @@ class Principal:
     subject: str
     is_service: bool = False
     expires_at: float | None = None
+    roles: frozenset[str] = frozenset()
+    """The token's roles (``auth.roles_claim``)."""
+    anonymous: bool = False
+    """Authentication is off: the principal may read and publish to any flow."""
 
 
-ANONYMOUS = Principal("anonymous", is_service=True)
+ANONYMOUS = Principal("anonymous", is_service=True, anonymous=True)
 """The principal of every request when ``auth.mode = "none"``: it may read any flow."""
 
 
@@ -136,9 +140,10 @@ class Authenticator:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise AuthenticationError("the token has no subject")
-        roles = claims.get(self.settings.roles_claim, [])
-        roles = [roles] if isinstance(roles, str) else roles if isinstance(roles, list) else []
-        return Principal(subject, self.settings.service_role in roles, float(claims["exp"]))
+        claimed = claims.get(self.settings.roles_claim, [])
+        listed = [claimed] if isinstance(claimed, str) else claimed if isinstance(claimed, list) else []
+        roles = frozenset(role for role in listed if isinstance(role, str))
+        return Principal(subject, self.settings.service_role in roles, float(claims["exp"]), roles)
 
 
 AccessCheck = Callable[[str, str], Awaitable[bool]]

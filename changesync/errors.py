@@ -7,6 +7,7 @@
     ├── ResumeFailedError                      a client's position cannot be caught up (``reason``, sent in a RESYNC)
     ├── EmbeddedServerError                    the embedded database of ``changesync demo`` is missing or did not start
     ├── HubUnavailableError                    the hub cannot take or give events now (no position yet, Redis down)
+    ├── PublishRefusedError                    a published event is refused (``status``, ``reason``: the 4xx answer)
     └── SourceError                            MongoDB could not do what was asked
         ├── SourceUnavailableError             no connection: server selection failed, the network broke
         ├── UndecodableError                   the server sent data that cannot be decoded (InvalidBSON)
@@ -79,6 +80,16 @@ class HubUnavailableError(ChangesyncError):
     def __init__(self, cause: str) -> None:
         super().__init__(cause)
         self.cause = cause
+
+
+class PublishRefusedError(ChangesyncError):
+    """An event a service published is refused: ``status`` and ``reason`` make the 4xx answer."""
+
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
 
 
 class SourceError(ChangesyncError):

@@ -55,6 +55,16 @@ class Metrics:
             "changesync_authorization_errors",
             "Access checks that could not be made (the database did not answer); the request got 503.",
         )
+        self.published = self._counter(
+            "changesync_published",
+            "Events back-end services published (POST /flows/{flowId}/events, the ingest stream).",
+            "type",
+        )
+        self.publish_refused = self._counter(
+            "changesync_publish_refused",
+            "Published events refused, by reason (unauthorized, forbidden, too-fast, too-large, ...).",
+            "reason",
+        )
         self.clients_connected = self._gauge("changesync_clients_connected", "Connected SSE clients.")
         self.clients_disconnected_slow = self._counter(
             "changesync_clients_disconnected_slow", "SSE clients cut off because their queue overflowed."

@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .mongo import Database
 from .producing.history import History
 from .producing.producer import Producer, build_producer
+from .producing.publishing import EventPublisher, RateLimiter
 from .producing.watcher import Watcher
 from .queries import access_query
 from .settings import Settings
@@ -40,6 +41,8 @@ class Service:
     authorizer: Authorizer
     streams: OpenStreams
     housekeeping: Housekeeping
+    publisher: EventPublisher
+    publish_rate: RateLimiter
 
 
 def build_service(
@@ -84,6 +87,7 @@ def build_service(
         snapshots,
         snapshot_on_connect=stream.snapshot_on_connect,
         catch_up_timeout_s=stream.catch_up_timeout_s,
+        publishable=frozenset(settings.publish.event_types),
     )
     auth = settings.auth
     authorizer = Authorizer(
@@ -102,4 +106,23 @@ def build_service(
         access_check_interval_s=auth.cache_ttl_s,
         retry_ms=stream.retry_ms,
     )
-    return Service(settings, metrics, hub, producer, watcher, joins, authorizer, streams, housekeeping)
+    publisher = EventPublisher(
+        pipeline,
+        hub,
+        metrics,
+        event_types=settings.publish.event_types,
+        max_event_bytes=settings.limits.max_event_bytes,
+    )
+    return Service(
+        settings,
+        metrics,
+        hub,
+        producer,
+        watcher,
+        joins,
+        authorizer,
+        streams,
+        housekeeping,
+        publisher,
+        RateLimiter(settings.publish.rate_per_s),
+    )

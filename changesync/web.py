@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any, TypedDict
 
+import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -16,9 +17,10 @@ from .auth import Authenticator, Authorizer
 from .delivering.broadcast import Subscriber
 from .delivering.joins import Join, Joins, opening_frame
 from .delivering.stream import EventStream, OpenStreams
-from .errors import AuthenticationError, SourceError
+from .errors import AuthenticationError, HubUnavailableError, PublishRefusedError, SourceError
 from .hub import Hub
 from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .producing.publishing import EventPublisher, RateLimiter
 from .producing.watcher import CHECK_HINT, Watcher
 from .schema import SCHEMA_PATH
 from .settings import Settings
@@ -53,6 +55,8 @@ class State(TypedDict):
     streams: OpenStreams
     target: str
     """The deployment watched, for messages: the redacted URI and the database."""
+    publisher: EventPublisher
+    publish_rate: RateLimiter
 
 
 def error(status_code: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
@@ -133,6 +137,65 @@ async def flow_events(request: Request) -> Response | EventStream:
         on_close=closed,
         streams=state["streams"],
     )
+
+
+async def publish_event(request: Request) -> Response:
+    """``POST /flows/{flowId}/events``: an event that is not a database write, from a back-end service."""
+    state: State = request.scope["state"]
+    settings, metrics, publisher = state["settings"], state["metrics"], state["publisher"]
+
+    def refuse(status: int, reason: str, message: str, **extra: Any) -> Response:
+        metrics.labelled(metrics.publish_refused, reason).inc()
+        return error(status, message, **extra)
+
+    if not publisher.enabled:
+        return refuse(404, "off", "publishing is off", detail="list the event types in publish.event_types")
+    flow_id = request.path_params["flow_id"]
+    if not FLOW_ID_PATTERN.fullmatch(flow_id):
+        return refuse(400, "invalid-flow", "invalid flow id", expected="1-256 characters of A-Z a-z 0-9 _ . : ~ -")
+    try:
+        principal = state["authenticator"].authenticate(request.headers, request.cookies, request.query_params)
+    except AuthenticationError as exc:
+        metrics.labelled(metrics.publish_refused, "unauthorized").inc()
+        return error(401, "unauthorized", detail=exc.message, headers={"WWW-Authenticate": "Bearer"})
+    role = settings.publish.role
+    if not principal.anonymous and role not in principal.roles:
+        return refuse(403, "forbidden", "forbidden", detail=f"publishing needs a token with the role {role!r}")
+    if not state["publish_rate"].allow(principal.subject):
+        metrics.labelled(metrics.publish_refused, "too-fast").inc()
+        return error(
+            429, "too many events", detail=f"at most {settings.publish.rate_per_s:g}/s", headers={"Retry-After": "1"}
+        )
+    limit = settings.limits.max_event_bytes
+    body = await _read_body(request, limit)
+    if body is None:
+        return refuse(413, "too-large", "request body too large", limit_bytes=limit)
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return refuse(400, "not-json", "the body is not JSON")
+    try:
+        published = await publisher.publish(flow_id, document)
+    except PublishRefusedError as exc:
+        return error(exc.status, exc.reason, detail=exc.detail)
+    except HubUnavailableError as exc:
+        metrics.labelled(metrics.publish_refused, "unavailable").inc()
+        return error(503, "hub unavailable", detail=exc.cause, headers={"Retry-After": "1"})
+    return JSONResponse({"id": published.id, "type": published.event_type, "flowId": flow_id}, status_code=202)
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or ``None`` as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def healthz(request: Request) -> Response:

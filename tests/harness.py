@@ -44,9 +44,9 @@ def service_settings(uri: str, database: str, **overrides: Any) -> Settings:
     sections = {
         "stream": dataclasses.replace(settings.stream, max_await_time_ms=200, **overrides.pop("stream", {})),
         "auth": dataclasses.replace(settings.auth, **{"mode": "none", **overrides.pop("auth", {})}),
-        "limits": dataclasses.replace(settings.limits, **overrides.pop("limits", {})),
-        "cors": dataclasses.replace(settings.cors, **overrides.pop("cors", {})),
     }
+    for name in ("limits", "cors", "hub", "publish"):
+        sections[name] = dataclasses.replace(getattr(settings, name), **overrides.pop(name, {}))
     return dataclasses.replace(settings, mongodb_uri=uri, database=database, port=free_port(), **sections, **overrides)
 
 

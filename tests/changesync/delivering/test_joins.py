@@ -352,3 +352,72 @@ class TestLive:
             text = json.dumps(message.data)
             assert "sk-" not in text and "_internal" not in text and "_seen" not in text
         assert update.data["patch"] == [{"op": "replace", "path": "/label", "value": "x"}]
+
+
+class TestPublishedEvents:
+    """Events of back-end services are in the hub's history only: the oplog cannot bring them back."""
+
+    @staticmethod
+    async def publish(service: Service, seq: int) -> str:
+        published = await service.publisher.publish(FLOW, {"type": "LOG_STREAM", "data": {"seq": seq, "chunk": "w"}})
+        return published.id
+
+    async def test_they_are_replayed_from_the_hub(self):
+        """A client that comes back gets the published events it missed, in order with the writes."""
+        database = FakeDatabase()
+        async with running(database, publish_event_types="LOG_STREAM") as service:
+            client = await join(service, snapshot=False)
+            await self.publish(service, 1)
+            await client.until(1)
+            client.close()
+            await self.publish(service, 2)
+            database.insert("flow_logs", log_chunk(3))
+            await settled(service, database)
+            await self.publish(service, 4)
+            back = await join(service, last_event_id=client.last_id)
+            missed = await back.until(3)
+        assert [message.data["document"]["seq"] for message in missed] == [2, 3, 4]
+
+    async def test_a_client_the_history_cannot_serve_reloads_when_it_may_have_missed_some(self):
+        """When the hub no longer holds what followed a client's id and the flow had published events
+        since, the client gets RESYNC history-lost (then a SNAPSHOT), not a catch-up with a silent gap."""
+        database = FakeDatabase()
+        async with running(database, publish_event_types="LOG_STREAM", stream_replay_per_flow="0") as service:
+            client = await join(service, snapshot=False)
+            database.insert("flow_logs", log_chunk(1))
+            await client.until(1)
+            client.close()
+            await self.publish(service, 2)
+            back = await join(service, last_event_id=client.last_id)
+            resync, snapshot = await back.until(2)
+        assert (resync.event, resync.data["reason"]) == ("RESYNC", "history-lost")
+        assert snapshot.event == "SNAPSHOT"
+
+    async def test_without_published_events_since_the_oplog_suffices(self):
+        """No published event after the client's id: the catch-up from the oplog is complete."""
+        database = FakeDatabase()
+        async with running(database, publish_event_types="LOG_STREAM", stream_replay_per_flow="0") as service:
+            client = await join(service, snapshot=False)
+            await self.publish(service, 1)
+            await client.until(1)
+            client.close()
+            database.insert("flow_logs", log_chunk(2))
+            await settled(service, database)
+            back = await join(service, last_event_id=client.last_id)
+            (caught_up,) = await back.until(1)
+        assert caught_up.data["document"]["seq"] == 2
+
+    @pytest.mark.parametrize(("publishing", "first_event"), [("LOG_STREAM", "RESYNC"), ("", "LOG_STREAM")])
+    async def test_an_id_of_an_earlier_process(self, publishing, first_event):
+        """After a restart (a new epoch) the hub cannot vouch for published events: a client reloads
+        when publishing is on; without it, the oplog catches it up."""
+        database = FakeDatabase()
+        async with running(database, publish_event_types=publishing) as service:
+            client = await join(service, snapshot=False)
+            database.insert("flow_logs", log_chunk(1))
+            await client.until(1)
+        database.insert("flow_logs", log_chunk(2))
+        async with running(database, publish_event_types=publishing) as restarted:
+            back = await join(restarted, last_event_id=client.last_id, snapshot=False)
+            first = await back.next()
+        assert first.event == first_event

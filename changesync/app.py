@@ -23,8 +23,9 @@ from .check import warn_about_images
 from .delivering.housekeeping import ShutdownNotice
 from .metrics import Metrics
 from .mongo import Database, open_database, unreachable_cause
+from .parsers import redact_uri
 from .producing.watcher import Watcher
-from .service import build_service
+from .service import Service, build_service
 from .settings import Settings, load_settings
 from .web import (
     HttpGuard,
@@ -61,21 +62,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         database = open_database(settings.mongodb_uri, settings.database)
         service = build_service(settings, database, metrics=metrics, shutdown=shutdown, target=target)
-        watcher, broker = service.watcher, service.hub.broker
-        logger.info("watching %s", target)
+        if settings.hub.url:
+            logger.info("serving %s through the hub at %s", target, redact_uri(settings.hub.url))
+        else:
+            logger.info("watching %s", target)
         try:
             async with asyncio.TaskGroup() as tasks:
-                background = [
-                    tasks.create_task(watcher.run(), name="changesync-watcher"),
-                    tasks.create_task(_warn_about_images(watcher, database, settings), name="changesync-images"),
-                    tasks.create_task(service.housekeeping.run(), name="changesync-housekeeping"),
+                background: list[asyncio.Task[None]] = [
+                    tasks.create_task(run(), name=name) for name, run in service.background.items()
                 ]
-                await _wait_for_stream(watcher, settings)
+                if service.watcher is not None:
+                    background.append(tasks.create_task(_warn_about_images(service.watcher, database, settings)))
+                await _wait_until_serving(service)
                 yield State(
                     settings=settings,
                     hub=service.hub,
                     metrics=metrics,
-                    watcher=watcher,
+                    status=service.status,
                     joins=service.joins,
                     authenticator=authenticator,
                     authorizer=service.authorizer,
@@ -85,11 +88,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     publisher=service.publisher,
                     publish_rate=service.publish_rate,
                 )
-                broker.close_all("shutdown")
+                service.hub.broker.close_all("shutdown")
                 for task in background:
                     task.cancel()
         finally:
             await database.close()
+            if service.redis is not None:
+                await service.redis.aclose()
 
     middleware = [Middleware(HttpGuard)]
     if settings.cors.allow_origins:
@@ -120,19 +125,30 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return app
 
 
-async def _wait_for_stream(watcher: Watcher, settings: Settings) -> None:
-    """Until the stream is open, for at most ``STARTUP_WAIT_S``; says at once why when MongoDB cannot
-    be reached, and serves meanwhile (``/readyz`` says not ready, and why).
+async def _wait_until_serving(service: Service) -> None:
+    """Until the service can take clients, for at most ``STARTUP_WAIT_S``; says at once why when
+    MongoDB (or, in hub mode, Redis) cannot be reached, and serves meanwhile (``/readyz`` says not
+    ready, and why).
 
     The probe is a ping of its own, bounded by its server selection timeout; it is never cancelled
     (a connection cancelled while it opens is left behind by the driver)."""
+    settings = service.settings
     cause = await unreachable_cause(settings.mongodb_uri)
-    if cause is not None:
-        watcher.unreachable(cause)
+    if cause is not None and service.watcher is not None:
+        service.watcher.unreachable(cause)
         return
+    if cause is not None:
+        logger.error(
+            "cannot reach MongoDB at %s: %s; serving anyway and retrying (run `changesync check`)",
+            settings.redacted_uri,
+            cause,
+        )
     with contextlib.suppress(TimeoutError):
-        # Reachable, but the stream may not be open yet; the watcher says why when it fails.
-        await asyncio.wait_for(watcher.wait_started(), timeout=STARTUP_WAIT_S)
+        async with asyncio.timeout(STARTUP_WAIT_S):
+            while service.status.refusal() is not None:  # noqa: ASYNC110 - the hub's state has no event to wait on
+                await asyncio.sleep(0.05)
+    if (refusal := service.status.refusal()) is not None:
+        logger.error("not serving clients yet: %s", refusal)
 
 
 async def _warn_about_images(watcher: Watcher, database: Database, settings: Settings) -> None:

@@ -7,6 +7,7 @@
     ├── ResumeFailedError                      a client's position cannot be caught up (``reason``, sent in a RESYNC)
     ├── EmbeddedServerError                    the embedded database of ``changesync demo`` is missing or did not start
     ├── HubUnavailableError                    the hub cannot take or give events now (no position yet, Redis down)
+    ├── LeadershipLostError                    this process no longer holds the watcher's lease, or Redis moved on
     ├── PublishRefusedError                    a published event is refused (``status``, ``reason``: the 4xx answer)
     └── SourceError                            MongoDB could not do what was asked
         ├── SourceUnavailableError             no connection: server selection failed, the network broke
@@ -80,6 +81,16 @@ class HubUnavailableError(ChangesyncError):
     def __init__(self, cause: str) -> None:
         super().__init__(cause)
         self.cause = cause
+
+
+class LeadershipLostError(ChangesyncError):
+    """The watcher must stop: the lease is no longer ours (``fenced``), or Redis's position or epoch
+    is not the one this process published last (``diverged``, ``epoch``)."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.detail = detail
 
 
 class PublishRefusedError(ChangesyncError):

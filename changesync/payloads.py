@@ -129,7 +129,7 @@ class ResyncPayload(TypedDict):
     type: Literal["RESYNC"]
     flowId: str
     reason: str
-    """Why (docs/protocol.md lists every reason): ``slow-consumer`` and ``token-expired`` are resumable;
+    """Why (docs/protocol.md lists every reason): ``slow-consumer``, ``token-expired``, ``interrupted`` resume;
     ``invalid-id``, ``unknown-position``, ``history-lost``, ``catch-up-failed``, ``catch-up-timeout``,
     ``access-revoked``, ``event-skipped``, ``collection-drop``, ``collection-rename``, ``database-dropped`` and
     ``invalidated`` are not."""

@@ -14,6 +14,7 @@ REASONS: Final[dict[str, tuple[bool, str]]] = {
     # reason: (resumable, what happened)
     "slow-consumer": (True, "the client fell behind and its queue overflowed; the stream ends"),
     "token-expired": (True, "the client's token expired; the stream ends"),
+    "interrupted": (True, "the hub's feed of the flow was interrupted (Redis lost data, or cut this process off)"),
     "access-revoked": (False, "the subject may no longer read the flow; the stream ends"),
     "invalid-id": (False, "the Last-Event-ID is not one of ours"),
     "unknown-position": (False, "the position was never in this deployment's history"),

@@ -4,11 +4,19 @@ The watcher (source) → the producer (convert, filter, encode) → the hub → 
 subscribers → each client's ``EventStream``. Joins (replay, catch-up, snapshot) and housekeeping
 work on the delivering side of the hub. ``create_app`` runs these parts; tests also run them on
 an in-memory stand-in for the database.
+
+Without ``hub.url`` the hub is ``LocalHub`` and this process's watcher publishes to it. With it,
+the hub is ``RedisHub`` (this process as an edge) and a ``Leader`` runs the deployment's one
+watcher here while this process holds the lease.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
 
 from filters import Pipeline
 
@@ -18,31 +26,53 @@ from .delivering.housekeeping import Housekeeping, ShutdownNotice
 from .delivering.joins import Joins
 from .delivering.snapshot import Snapshots
 from .delivering.stream import OpenStreams
+from .hub import Hub
+from .hub.edge import RedisHub
+from .hub.keys import Keys
+from .hub.leader import RECORD_TTL_FACTOR, Leader
 from .hub.local import LocalHub
 from .hub.replay import ReplayBuffer
 from .metrics import Metrics
 from .mongo import Database
 from .producing.history import History
-from .producing.producer import Producer, build_producer
+from .producing.producer import build_producer
 from .producing.publishing import EventPublisher, RateLimiter
 from .producing.watcher import Watcher
 from .queries import access_query
 from .settings import Settings
+from .status import DatabaseProbe, HubStatus, LocalStatus, Status
+
+# The hub's connection to Redis: fail fast when it is away, and notice a dead one.
+REDIS_CONNECT_TIMEOUT_S = 2.0
+REDIS_HEALTH_CHECK_S = 10
 
 
 @dataclass(slots=True)
 class Service:
     settings: Settings
     metrics: Metrics
-    hub: LocalHub
-    producer: Producer
-    watcher: Watcher
+    hub: Hub
     joins: Joins
     authorizer: Authorizer
     streams: OpenStreams
     housekeeping: Housekeeping
     publisher: EventPublisher
     publish_rate: RateLimiter
+    status: Status
+    watcher: Watcher | None
+    """This process's watcher, without a hub (with one, the leader's changes hands)."""
+    background: dict[str, Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=dict)
+    """The tasks to run while the service serves, by name."""
+    redis: Redis | None = None
+
+
+def open_redis(url: str) -> Redis:
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_keepalive=True,
+        health_check_interval=REDIS_HEALTH_CHECK_S,
+    )
 
 
 def build_service(
@@ -52,7 +82,9 @@ def build_service(
     metrics: Metrics | None = None,
     shutdown: ShutdownNotice | None = None,
     target: str = "",
+    redis: Redis | None = None,
 ) -> Service:
+    """The service's parts; ``redis`` (hub mode) defaults to a client for ``hub.url``."""
     metrics = Metrics() if metrics is None else metrics
     stream = settings.stream
     stages = settings.load_stages()
@@ -62,16 +94,43 @@ def build_service(
     broker = Broker(
         max_queue=stream.client_queue_size, compact=make_compactor(policies), on_overflow=SlowConsumers(metrics).cut
     )
-    hub = LocalHub(broker, ReplayBuffer(per_flow=stream.replay_per_flow, max_bytes=stream.replay_max_bytes), metrics)
-    producer = build_producer(settings, hub, metrics, stages=stages)
-    watcher = Watcher(
-        database,
-        settings.routes,
-        producer,
-        target=target,
-        on_restart=lambda kind: metrics.stream_restarts.labels(kind=kind).inc(),
-        max_await_time_ms=stream.max_await_time_ms,
-    )
+    hub: Hub
+    status: Status
+    background: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
+    watcher = None
+    if settings.hub.url:
+        redis = open_redis(settings.hub.url) if redis is None else redis
+        keys = Keys.for_database(settings.database)
+        history_ttl_ms = int(settings.hub.history_ttl_s * 1000)
+        edge = RedisHub(
+            redis,
+            keys,
+            broker,
+            metrics,
+            history_per_flow=settings.hub.history_per_flow,
+            history_ttl_ms=history_ttl_ms,
+            record_ttl_ms=history_ttl_ms * RECORD_TTL_FACTOR,
+            retry_ms=stream.retry_ms,
+        )
+        leader = Leader(redis, keys, database, settings, metrics, target=target)
+        probe = DatabaseProbe(database)
+        hub, status = edge, HubStatus(edge, leader, probe, settings, target=target)
+        background = {"changesync-hub": edge.run, "changesync-leader": leader.run, "changesync-probe": probe.run}
+    else:
+        local = LocalHub(
+            broker, ReplayBuffer(per_flow=stream.replay_per_flow, max_bytes=stream.replay_max_bytes), metrics
+        )
+        producer = build_producer(settings, local, metrics, stages=stages)
+        watcher = Watcher(
+            database,
+            settings.routes,
+            producer,
+            target=target,
+            on_restart=lambda kind: metrics.stream_restarts.labels(kind=kind).inc(),
+            max_await_time_ms=stream.max_await_time_ms,
+        )
+        hub, status = local, LocalStatus(watcher, settings, target=target)
+        background = {"changesync-watcher": watcher.run}
     history = History(
         database,
         settings.routes,
@@ -106,6 +165,7 @@ def build_service(
         access_check_interval_s=auth.cache_ttl_s,
         retry_ms=stream.retry_ms,
     )
+    background["changesync-housekeeping"] = housekeeping.run
     publisher = EventPublisher(
         pipeline,
         hub,
@@ -117,12 +177,14 @@ def build_service(
         settings,
         metrics,
         hub,
-        producer,
-        watcher,
         joins,
         authorizer,
         streams,
         housekeeping,
         publisher,
         RateLimiter(settings.publish.rate_per_s),
+        status,
+        watcher,
+        background,
+        redis if settings.hub.url else None,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncGenerator
 from typing import Any, TypedDict
 
@@ -21,9 +20,9 @@ from .errors import AuthenticationError, HubUnavailableError, PublishRefusedErro
 from .hub import Hub
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .producing.publishing import EventPublisher, RateLimiter
-from .producing.watcher import CHECK_HINT, Watcher
 from .schema import SCHEMA_PATH
 from .settings import Settings
+from .status import Status
 
 FLOW_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:~-]{1,256}")
 # Our ids are a few hundred characters; anything far longer is not one of ours.
@@ -47,7 +46,7 @@ class State(TypedDict):
     settings: Settings
     hub: Hub
     metrics: Metrics
-    watcher: Watcher
+    status: Status
     joins: Joins
     authenticator: Authenticator
     authorizer: Authorizer
@@ -102,8 +101,8 @@ async def flow_events(request: Request) -> Response | EventStream:
         return error(429, "too many connections", headers={"Retry-After": "5"})
     if broker.count_for(principal.subject) >= limits.max_connections_per_subject and not principal.is_service:
         return error(429, "too many connections for this subject", headers={"Retry-After": "5"})
-    if not state["watcher"].started:
-        return error(503, "change stream not open yet", headers={"Retry-After": "1"})
+    if (refusal := state["status"].refusal()) is not None:
+        return error(503, refusal, headers={"Retry-After": "1"})
     try:
         allowed = await state["authorizer"].allowed(principal, flow_id)
     except SourceError:
@@ -113,9 +112,12 @@ async def flow_events(request: Request) -> Response | EventStream:
         return error(403, "forbidden", detail="this subject may not read this flow")
 
     stream = settings.stream
-    subscriber, plan = await state["joins"].join(
-        Join(flow_id, types=types, last_event_id=last_event_id, snapshot=snapshot), subject=principal.subject
-    )
+    try:
+        subscriber, plan = await state["joins"].join(
+            Join(flow_id, types=types, last_event_id=last_event_id, snapshot=snapshot), subject=principal.subject
+        )
+    except HubUnavailableError as exc:
+        return error(503, "hub unavailable", detail=exc.cause, headers={"Retry-After": "1"})
     subscriber.unrestricted = principal.is_service
     subscriber.expires_at = principal.expires_at
     metrics.clients_connected.inc()
@@ -204,27 +206,13 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     state: State = request.scope["state"]
-    source, settings = state["watcher"].state, state["settings"]
-    stall_s = max(MINIMUM_STALL_S, STALL_FACTOR * settings.stream.max_await_time_ms / 1000)
-    since_poll_s = time.monotonic() - source.last_poll_monotonic
-    checks = {
-        "changeStreamOpen": source.open,
-        "polling": source.open and since_poll_s < stall_s,
-        "lagUnderBound": source.lag_s < settings.stream.ready_max_lag_s,
-    }
-    ready = all(checks.values())
-    body: dict[str, Any] = {"status": "ready" if ready else "not-ready", "checks": checks, "lagSeconds": source.lag_s}
-    if source.last_error:
-        body["lastError"] = source.last_error
-    if not ready:
-        body["mongodb"] = state["target"]
-        body["hint"] = CHECK_HINT
+    ready, body = state["status"].readiness()
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
 async def metrics_endpoint(request: Request) -> Response:
     state: State = request.scope["state"]
-    state["metrics"].stream_lag_seconds.set(state["watcher"].state.lag_s)
+    state["metrics"].stream_lag_seconds.set(state["status"].lag_s)
     return Response(state["metrics"].render(), media_type=CONTENT_TYPE_LATEST)
 
 

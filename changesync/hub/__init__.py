@@ -39,17 +39,8 @@ class Subscription:
     clock: Clock
 
 
-class Hub(Protocol):
-    broker: Broker
-    """The subscribers of this process."""
-
-    @property
-    def position(self) -> str:
-        """The id after the latest change or empty poll: a safe id for an idle client ("" before the
-        stream's first position)."""
-        ...
-
-    # --- the producing side ---------------------------------------------------------------------
+class Sink(Protocol):
+    """The producing side: what the deployment's watcher publishes (``LocalHub``, ``RedisPublisher``)."""
 
     def start(self, position: str | None, start_time: ClusterTime | None) -> None:
         """The live stream (re)opened at ``position``; at ``start_time`` when it starts afresh."""
@@ -62,6 +53,22 @@ class Hub(Protocol):
 
     def reset(self, reason: str) -> None:
         """Every client must reload (a ``RESYNC`` with ``reason``); history no longer reaches back."""
+
+    async def drain(self) -> None:
+        """Until what was published is on its way: the watcher waits here between batches of changes."""
+
+
+class Hub(Protocol):
+    """The delivering side, in every process that serves SSE (``LocalHub``, ``RedisHub``)."""
+
+    broker: Broker
+    """The subscribers of this process."""
+
+    @property
+    def position(self) -> str:
+        """The id after the latest change or empty poll: a safe id for an idle client ("" before the
+        stream's first position)."""
+        ...
 
     async def publish_event(self, draft: Draft) -> str:
         """Publish an event that is not a database write (``POST /flows/{flowId}/events``); its id.
@@ -97,4 +104,4 @@ class Hub(Protocol):
         ...
 
 
-__all__ = ["Clock", "ClusterTime", "Hub", "Subscription"]
+__all__ = ["Clock", "ClusterTime", "Hub", "Sink", "Subscription"]

@@ -50,9 +50,10 @@ class Barriers:
     been idle twice since the barrier was made (see ``IDLE_NOTICES_TO_SETTLE``).
     """
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_idle_notices", "_pending")
 
-    def __init__(self) -> None:
+    def __init__(self, *, idle_notices: int = IDLE_NOTICES_TO_SETTLE) -> None:
+        self._idle_notices = idle_notices
         # [after, idle notices still needed, future]
         self._pending: list[tuple[ClusterTime | None, list[int], asyncio.Future[None]]] = []
 
@@ -64,7 +65,7 @@ class Barriers:
         if after is not None and clock.time is not None and clock.time > after:
             future.set_result(None)
         else:
-            self._pending.append((after, [IDLE_NOTICES_TO_SETTLE], future))
+            self._pending.append((after, [self._idle_notices], future))
         return future
 
     def advanced(self, clock: Clock) -> None:

@@ -90,6 +90,10 @@ class LocalHub:
             self._position = position
         self._barriers.idle()
 
+    async def drain(self) -> None:
+        # Delivering is synchronous: let the subscribers' streams write meanwhile.
+        await asyncio.sleep(0)
+
     def reset(self, reason: str) -> None:
         # The reset takes a number of its own: every id before it can no longer be replayed.
         self._seq += 1

@@ -18,7 +18,7 @@ from filters import Drop, Pipeline
 
 from ..codec import cluster_time_of, encode_token
 from ..frames import Draft
-from ..hub import Hub
+from ..hub import Sink
 from ..logs import RateLimitedLog
 from ..metrics import Metrics
 from ..mongo import Change, ClusterTime
@@ -42,7 +42,7 @@ class Producer:
         self,
         converter: LiveConverter,
         pipeline: Pipeline,
-        hub: Hub,
+        hub: Sink,
         metrics: Metrics,
         *,
         max_event_bytes: int,
@@ -88,6 +88,10 @@ class Producer:
     def on_idle(self, token: Mapping[str, Any] | None) -> None:
         """An empty poll returned: the stream is caught up."""
         self.hub.idle(None if token is None else encode_token(token))
+
+    async def drain(self) -> None:
+        """Until the hub has taken what was published (the watcher waits here between batches)."""
+        await self.hub.drain()
 
     def reset(self, reason: str) -> None:
         """Every client must reload: what it holds can no longer be brought up to date by events."""
@@ -151,7 +155,7 @@ class Producer:
 
 
 def build_producer(
-    settings: Settings, hub: Hub, metrics: Metrics, *, stages: Mapping[str, Any] | None = None
+    settings: Settings, hub: Sink, metrics: Metrics, *, stages: Mapping[str, Any] | None = None
 ) -> Producer:
     """The service's producer: with the document cache on, the live pipeline remembers the
     projections of the documents the cache keeps, and forgets each one the cache lets go."""

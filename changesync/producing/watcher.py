@@ -71,6 +71,7 @@ class Listener(Protocol):
     def on_idle(self, token: Mapping[str, Any] | None) -> None: ...
     def reset(self, reason: str) -> None: ...
     def skip(self, change: Change) -> None: ...
+    async def drain(self) -> None: ...
 
 
 class FailureLog:
@@ -118,15 +119,17 @@ class Watcher:
         target: str = "",
         on_restart: Callable[[str], None] | None = None,
         max_await_time_ms: int = 1000,
+        resume_after: Mapping[str, Any] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``resume_after``: the position to resume from (a hub's stored one); else the stream starts now."""
         self.database = database
         self.pipeline = watch_pipeline(routes)
         self.listener = listener
         self.on_restart = on_restart
         self.max_await_time_ms = max_await_time_ms
         self.state = SourceState()
-        self.resume_token: Mapping[str, Any] | None = None
+        self.resume_token: Mapping[str, Any] | None = resume_after
         self._failures = FailureLog(target or f"database {database.name!r}")
         self._start_after: Mapping[str, Any] | None = None
         self._sleep = sleep
@@ -303,9 +306,9 @@ class Watcher:
                 self.resume_token = stream.resume_token
                 dispatched_in_a_row += 1
                 if dispatched_in_a_row >= YIELD_EVERY:
-                    # A large batch is handed over without I/O; let subscribers drain meanwhile.
+                    # A large batch is handed over without I/O: let the hub catch up meanwhile.
                     dispatched_in_a_row = 0
-                    await asyncio.sleep(0)
+                    await self.listener.drain()
         if self._start_after is not None:
             logger.warning("change stream invalidated; reopening after the invalidate event")
 

@@ -103,6 +103,9 @@ class Recorder:
     def skip(self, change) -> None:
         pass
 
+    async def drain(self) -> None:
+        await asyncio.sleep(0)
+
 
 async def no_sleep(seconds: float) -> None:
     await asyncio.sleep(0)

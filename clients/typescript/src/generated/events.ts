@@ -221,7 +221,7 @@ export interface ResyncPayload {
   type: "RESYNC";
   flowId: string;
   /**
-   * Why (docs/protocol.md lists every reason): `slow-consumer` and `token-expired` are resumable; `invalid-id`, `unknown-position`, `history-lost`, `catch-up-failed`, `catch-up-timeout`, `access-revoked`, `event-skipped`, `collection-drop`, `collection-rename`, `database-dropped` and `invalidated` are not.
+   * Why (docs/protocol.md lists every reason): `slow-consumer`, `token-expired`, `interrupted` resume; `invalid-id`, `unknown-position`, `history-lost`, `catch-up-failed`, `catch-up-timeout`, `access-revoked`, `event-skipped`, `collection-drop`, `collection-rename`, `database-dropped` and `invalidated` are not.
    */
   reason: string;
   /**

@@ -172,7 +172,8 @@ class Tab:
     def _handle(self, message: Message, connection: Connection) -> None:
         data = json.loads(message.data)
         assert message.id is not None
-        self.ids.append(message.id)
+        if message.event != "RESYNC":  # a RESYNC without an id repeats the last one, as EventSource keeps it
+            self.ids.append(message.id)
         if data.get("flowId") != self.flow_id:
             self.foreign.append(data)
         elif message.event == "RESYNC":

@@ -97,6 +97,8 @@ class RedisHub:
         self._position = ""
         self._reset_seq = 0
         self._connected_before = False
+        self._epoch_started = False
+        """Whether the epoch's watcher told its position: until then, what it will publish is unknown."""
         self._barriers = Barriers(idle_notices=IDLE_NOTICES_TO_SETTLE)
         self._feeds: dict[str, Feed] = {}
         self._pubsub: PubSub | None = None
@@ -190,11 +192,17 @@ class RedisHub:
             self._reset_seq = max(self._reset_seq, reset_seq)
             if token := meta.get("token"):
                 self._position = f"{token}~{epoch}.{meta.get('seq', 0)}"
+                self._epoch_started = True
         self.connected = True
         self._connected_before = True
         self.last_error = None
-        if self.epoch is not None:
+        self._update_ready()
+
+    def _update_ready(self) -> None:
+        if self.connected and self.epoch is not None and self._epoch_started:
             self._ready.set()
+        else:
+            self._ready.clear()
 
     # --- notices and frames -------------------------------------------------------------------
 
@@ -203,13 +211,15 @@ class RedisHub:
         if kind == "E":
             if epoch != self.epoch:
                 self._new_epoch(epoch)
-            self._ready.set()
             return
         if epoch != self.epoch:
             self._new_epoch(epoch)
         if kind == "T":
             _, _, identifier, token, t, i, idle = notice
             self._position = identifier
+            if not self._epoch_started:
+                self._epoch_started = True
+                self._update_ready()
             if t:
                 self.clock.advance((int(t), int(i)), token)
                 self._barriers.advanced(self.clock)
@@ -230,6 +240,9 @@ class RedisHub:
                 feed.last_stream_id, feed.last_seq = "0-0", None
         self.epoch = epoch
         self._reset_seq = 0
+        # Until its watcher's first tick: that tick's cluster time is where its live stream begins.
+        self._epoch_started = False
+        self._update_ready()
 
     def _announce(self, reason: str, identifier: str) -> None:
         self.broker.announce(lambda flow_id: resync_frame(flow_id, reason, event_id=identifier))

@@ -8,11 +8,20 @@ lost, nothing twice, in order.
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
+from collections.abc import Callable
 
 import httpx
-from tabs import change_stream_cursors
+import pytest
+import redis.asyncio as redis
 
-from harness import EventStream, run_service, service_settings
+from changesync.check import run_check
+from harness import EventStream, ServiceProcess, run_service, service_settings
+from tabs import LogWriter, Tab, change_stream_cursors, until
+
+# Pace of the background writers (a pause between writes, never used to wait for an outcome).
+WRITE_INTERVAL_S = 0.005
 
 FLOW = "flow-hub"
 # How long a test waits for one event; the hub path adds milliseconds.
@@ -92,3 +101,190 @@ async def test_a_chunk_published_to_one_process_reaches_the_clients_of_another(
         assert received.data["document"]["chunk"] == "hello " and "_internal" not in received.data["document"]
         async with EventStream(a.events_url(FLOW), headers={"Last-Event-ID": received.id}) as moved:
             assert [(await moved.next(EVENT_TIMEOUT_S)).data["document"]["seq"] for _ in range(2)] == [2, 3]
+
+
+# --- faults, with real processes ---------------------------------------------------------------------
+
+HUB_ENVIRON = {
+    "CHANGESYNC_STREAM_MAX_AWAIT_TIME_MS": "200",
+    "CHANGESYNC_HUB_LEASE_TTL_S": "1",
+}
+
+
+@pytest.fixture
+async def hub_processes(mongo_backend, database_name):
+    """Yield ``create(redis_url, port=None) -> ServiceProcess``, started and ready; all are killed after."""
+    report = await run_check(service_settings(mongo_backend.uri, database_name), fix=True)
+    assert not report.failed, report.render()
+    started: list[ServiceProcess] = []
+
+    async def create(redis_url: str, port: int | None = None) -> ServiceProcess:
+        process = ServiceProcess(
+            mongo_backend.uri, database_name, environ={**HUB_ENVIRON, "CHANGESYNC_HUB_URL": redis_url}
+        )
+        if port is not None:
+            process.port = port
+        started.append(process)
+        await process.start()
+        return process
+
+    try:
+        yield create
+    finally:
+        for process in started:
+            await process.stop()
+
+
+async def role(process: ServiceProcess) -> str | None:
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            return (await http.get(f"{process.base_url}/readyz")).json().get("role")
+    except httpx.TransportError:
+        return None
+
+
+async def the_watcher(processes: list[ServiceProcess], timeout_s: float = 10.0) -> ServiceProcess:
+    """The one process that holds the lease, once exactly one does."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            roles = [await role(process) for process in processes]
+            if roles.count("watcher") == 1:
+                return processes[roles.index("watcher")]
+            await asyncio.sleep(0.05)
+
+
+def assert_complete(tab: Tab, writer: LogWriter) -> None:
+    lost = [resync for resync in tab.resyncs if not resync["resumable"]]
+    assert lost == [], f"{tab.name} had to reload: {lost}"
+    assert tab.foreign == [], f"{tab.name} received another flow's events"
+    assert tab.seqs == list(range(writer.counts[tab.flow_id])), f"{tab.name}: gap, duplicate or disorder"
+    assert len(tab.ids) == len(set(tab.ids)), f"{tab.name} received an id twice"
+
+
+@pytest.mark.timeout(90)  # two takeovers and a restart, with continuous writes and four clients
+async def test_the_watcher_killed_then_the_other_loses_nothing(hub_processes, database, redis_server):
+    """kill -9 of the watcher, whichever holds the lease: the other takes over within seconds; then the
+    same for the new watcher. Every client, on either process, gets every chunk once, in order."""
+    a, b = await hub_processes(redis_server.url), await hub_processes(redis_server.url)
+    alive = {"a": a, "b": b}
+
+    def url_for(name: str) -> Callable[[], str]:
+        other = "b" if name == "a" else "a"
+        return lambda: (alive[name] or alive[other]).events_url(FLOW, snapshot="false")  # type: ignore[union-attr]
+
+    tabs = [Tab(f"tab-{name}-{index}", FLOW, url_for(name)) for name in ("a", "b") for index in range(2)]
+    writer = LogWriter(database, [FLOW])
+    writing = asyncio.Event()
+    takeovers: list[float] = []
+
+    async def write() -> None:
+        while not writing.is_set():
+            await writer.log(FLOW)
+            await asyncio.sleep(WRITE_INTERVAL_S)
+        await writer.end()
+
+    async def kill_the_watcher() -> None:
+        watcher = await the_watcher([alive["a"], alive["b"]])
+        name = "a" if watcher is alive["a"] else "b"
+        seen = len(writer.written_at[FLOW])
+        watcher.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        await watcher.wait()
+        alive[name] = None
+        survivor = alive["b" if name == "a" else "a"]
+        assert survivor is not None
+        await the_watcher([survivor])
+        takeovers.append(time.monotonic() - killed_at)
+        await until(lambda: len(writer.written_at[FLOW]) > seen + 20, "writes after the takeover")
+        alive[name] = await hub_processes(redis_server.url, port=watcher.port)
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http, asyncio.TaskGroup() as tasks:
+        for tab in tabs:
+            tasks.create_task(tab.run(http))
+        writer_task = tasks.create_task(write())
+        await until(lambda: all(len(tab.seqs) >= 30 for tab in tabs), "30 chunks in every tab")
+        await kill_the_watcher()
+        await until(lambda: all(len(tab.seqs) >= writer.counts[FLOW] - 50 for tab in tabs), "tabs catching up")
+        await kill_the_watcher()
+        await until(lambda: all(len(tab.seqs) >= writer.counts[FLOW] - 50 for tab in tabs), "tabs catching up")
+        writing.set()
+        await writer_task
+        await until(lambda: all(tab.done.is_set() for tab in tabs), "the end marker in every tab")
+    print(f"takeovers after kill -9: {', '.join(f'{s:.2f} s' for s in takeovers)}; {writer.counts[FLOW]} chunks")
+    assert all(seconds < 5 for seconds in takeovers), takeovers
+    for tab in tabs:
+        assert_complete(tab, writer)
+
+
+async def kill_pubsub_clients(redis_url: str) -> int:
+    """Cut every edge's pub/sub connection, as a Redis operator (or a failover) would."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(await client.client_kill_filter(_type="pubsub"))
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.timeout(60)  # continuous writes through three cuts, on two processes
+async def test_an_edges_connection_cut_fills_the_gap_from_history(
+    mongo_backend, database_name, database, valkey_server
+):
+    """Every edge's pub/sub connection is cut, three times, under continuous writes: the edges
+    reconnect, fill what they missed from the flows' histories, and no client notices."""
+    server = valkey_server.start()
+    settings_a = hub_settings(mongo_backend, database_name, server.url)
+    settings_b = hub_settings(mongo_backend, database_name, server.url)
+    writer = LogWriter(database, [FLOW])
+    async with run_service(settings_a) as a, run_service(settings_b) as b:
+        await until_ready(a)
+        await until_ready(b)
+        tabs = [Tab(f"tab-{s.base_url}", FLOW, lambda s=s: s.events_url(FLOW, snapshot="false")) for s in (a, b)]
+        cuts = 0
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http, asyncio.TaskGroup() as tasks:
+            for tab in tabs:
+                tasks.create_task(tab.run(http))
+            await until(lambda: all(tab.connections for tab in tabs), "every tab connected")
+            for _ in range(3):
+                for _ in range(40):
+                    await writer.log(FLOW)
+                cuts += await kill_pubsub_clients(server.url)
+                for _ in range(40):
+                    await writer.log(FLOW)
+                await until(lambda: all(len(tab.seqs) == writer.counts[FLOW] for tab in tabs), "tabs caught up")
+            await writer.end()
+            await until(lambda: all(tab.done.is_set() for tab in tabs), "the end marker in every tab")
+    assert cuts >= 6, f"{cuts} pub/sub connections were cut"
+    for tab in tabs:
+        assert_complete(tab, writer)
+        assert len(tab.connections) == 1, f"{tab.name} had to reconnect"
+
+
+@pytest.mark.timeout(60)  # Redis down, up empty, and the clients' catch-up from the oplog
+async def test_redis_restarted_without_persistence(mongo_backend, database_name, database, valkey_server):
+    """Redis restarts empty (no persistence): readiness fails with the cause while it is down; then the
+    epoch changes, clients are cut off with a resumable RESYNC and resume from the oplog: nothing lost."""
+    server = valkey_server.start()
+    settings = hub_settings(mongo_backend, database_name, server.url)
+    writer = LogWriter(database, [FLOW])
+    async with run_service(settings) as service:
+        await until_ready(service)
+        tab = Tab("tab", FLOW, lambda: service.events_url(FLOW, snapshot="false"))
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http, asyncio.TaskGroup() as tasks:
+            tasks.create_task(tab.run(http))
+            for _ in range(30):
+                await writer.log(FLOW)
+            await until(lambda: len(tab.seqs) == writer.counts[FLOW], "the first chunks")
+            valkey_server.stop(server)
+            for _ in range(30):
+                await writer.log(FLOW)  # while Redis is down: only the oplog has them
+            down = await readiness(service)
+            server = valkey_server.start(port=server.port)
+            await until_ready(service)
+            for _ in range(30):
+                await writer.log(FLOW)
+            await writer.end()
+            await until(lambda: tab.done.is_set(), "the end marker")
+    assert down["status"] == "not-ready" and down["checks"]["redisConnected"] is False
+    assert "Connect" in down.get("lastError", "") or "onnection" in down.get("lastError", ""), down
+    assert_complete(tab, writer)
+    assert any(resync["reason"] == "interrupted" for resync in tab.resyncs), "the client was cut off and resumed"

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tabs import END, LogWriter, SseParser, Tab, change_stream_cursors, until
 
 from changesync.check import run_check
 from harness import EventStream, ServiceProcess, run_service, service_settings, visible
+from tabs import END, LogWriter, SseParser, Tab, change_stream_cursors, until
 
 # Pace of the background writers (a pause between writes, never used to wait for an outcome).
 WRITE_INTERVAL_S = 0.005

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from fakes import FakeDatabase
 
 from changesync.delivering.broadcast import Subscriber
 from changesync.delivering.joins import Join
 from changesync.errors import HistoryLostError
 from changesync.service import Service, build_service
 from changesync.settings import load_settings
+from fakes import FakeDatabase
 
 # Bound on every wait; the fake database answers in microseconds.
 WAIT_S = 5.0

@@ -3,11 +3,11 @@
 import asyncio
 
 import pytest
-from fakes import FakeDatabase
 
 from changesync.errors import HistoryLostError, SourceUnavailableError
 from changesync.producing.watcher import Backoff, Watcher
 from changesync.settings import load_settings
+from fakes import FakeDatabase
 
 
 class TestBackoff:

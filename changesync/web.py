@@ -151,7 +151,13 @@ async def publish_event(request: Request) -> Response:
         return error(status, message, **extra)
 
     if not publisher.enabled:
-        return refuse(404, "off", "publishing is off", detail="list the event types in publish.event_types")
+        return refuse(
+            405,
+            "off",
+            "Method Not Allowed",
+            detail="publishing is off: list the event types in publish.event_types",
+            headers={"Allow": "GET"},
+        )
     flow_id = request.path_params["flow_id"]
     if not FLOW_ID_PATTERN.fullmatch(flow_id):
         return refuse(400, "invalid-flow", "invalid flow id", expected="1-256 characters of A-Z a-z 0-9 _ . : ~ -")

@@ -125,8 +125,9 @@ async def test_not_json_and_too_fast(service):
 
 
 async def test_publishing_is_off_unless_listed(mongo_backend, database_name):
-    """Without publish.event_types the endpoint answers 404 and says which setting turns it on."""
+    """Without publish.event_types POST is not allowed, and the answer says which setting allows it."""
     settings = service_settings(mongo_backend.uri, database_name)
     async with run_service(settings) as running:
         response = await post(running, chunk(1))
-    assert response.status_code == 404 and "publish.event_types" in response.json()["detail"]
+    assert response.status_code == 405 and response.headers["allow"] == "GET"
+    assert "publish.event_types" in response.json()["detail"]

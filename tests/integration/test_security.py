@@ -192,11 +192,12 @@ class TestHttpHardening:
                 assert response.headers["referrer-policy"] == "no-referrer"
 
     async def test_wrong_methods(self, service):
-        """Only GET is served; other methods get a JSON 405."""
+        """With publishing off only GET is served; other methods get a JSON 405."""
         async with httpx.AsyncClient(base_url=service.base_url, timeout=5) as client:
-            response = await client.post("/flows/alices-flow/events")
-        assert response.status_code == 405
-        assert response.json()["error"] == "Method Not Allowed"
+            for method in ("POST", "PUT", "DELETE"):
+                response = await client.request(method, "/flows/alices-flow/events")
+                assert response.status_code == 405, method
+                assert response.json()["error"] == "Method Not Allowed"
 
     @pytest.mark.parametrize(
         ("path", "headers", "statuses"),

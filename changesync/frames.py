@@ -9,6 +9,7 @@ values, so that they can travel between processes as they are.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -31,6 +32,9 @@ RESYNC = "RESYNC"
 """Control event: the client's copy may have a gap (see ``changesync.resync``)."""
 SNAPSHOT = "SNAPSHOT"
 """The flow's current filtered state, consistent with the events that follow it."""
+FLOW_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:~-]{1,256}")
+FLOW_ID_RULE = "1-256 characters of A-Z a-z 0-9 _ . : ~ -"
+"""What a flow id is (in a URL, an SSE frame or a Redis key), in words for error messages."""
 _DATA_LINE = b"\ndata: "
 _ID_PREFIX = b"id: "
 

@@ -28,6 +28,7 @@ from .delivering.snapshot import Snapshots
 from .delivering.stream import OpenStreams
 from .hub import Hub
 from .hub.edge import RedisHub
+from .hub.ingest import IngestReader
 from .hub.keys import Keys
 from .hub.leader import RECORD_TTL_FACTOR, Leader
 from .hub.local import LocalHub
@@ -98,13 +99,13 @@ def build_service(
     status: Status
     background: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
     watcher = None
+    edge: RedisHub | None = None
     if settings.hub.url:
         redis = open_redis(settings.hub.url) if redis is None else redis
-        keys = Keys.for_database(settings.database)
         history_ttl_ms = int(settings.hub.history_ttl_s * 1000)
-        edge = RedisHub(
+        hub = edge = RedisHub(
             redis,
-            keys,
+            Keys.for_database(settings.database),
             broker,
             metrics,
             history_per_flow=settings.hub.history_per_flow,
@@ -112,10 +113,6 @@ def build_service(
             record_ttl_ms=history_ttl_ms * RECORD_TTL_FACTOR,
             retry_ms=stream.retry_ms,
         )
-        leader = Leader(redis, keys, database, settings, metrics, target=target)
-        probe = DatabaseProbe(database)
-        hub, status = edge, HubStatus(edge, leader, probe, settings, target=target)
-        background = {"changesync-hub": edge.run, "changesync-leader": leader.run, "changesync-probe": probe.run}
     else:
         local = LocalHub(
             broker, ReplayBuffer(per_flow=stream.replay_per_flow, max_bytes=stream.replay_max_bytes), metrics
@@ -131,6 +128,19 @@ def build_service(
         )
         hub, status = local, LocalStatus(watcher, settings, target=target)
         background = {"changesync-watcher": watcher.run}
+    publisher = EventPublisher(
+        pipeline,
+        hub,
+        metrics,
+        event_types=settings.publish.event_types,
+        max_event_bytes=settings.limits.max_event_bytes,
+    )
+    if edge is not None and redis is not None:
+        ingest = IngestReader(redis, edge.keys, publisher, edge) if publisher.enabled else None
+        leader = Leader(redis, edge.keys, database, settings, metrics, target=target, ingest=ingest)
+        probe = DatabaseProbe(database)
+        status = HubStatus(edge, leader, probe, settings, target=target)
+        background = {"changesync-hub": edge.run, "changesync-leader": leader.run, "changesync-probe": probe.run}
     history = History(
         database,
         settings.routes,
@@ -166,13 +176,6 @@ def build_service(
         retry_ms=stream.retry_ms,
     )
     background["changesync-housekeeping"] = housekeeping.run
-    publisher = EventPublisher(
-        pipeline,
-        hub,
-        metrics,
-        event_types=settings.publish.event_types,
-        max_event_bytes=settings.limits.max_event_bytes,
-    )
     return Service(
         settings,
         metrics,

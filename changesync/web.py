@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncGenerator
 from typing import Any, TypedDict
 
@@ -17,6 +16,7 @@ from .delivering.broadcast import Subscriber
 from .delivering.joins import Join, Joins, opening_frame
 from .delivering.stream import EventStream, OpenStreams
 from .errors import AuthenticationError, HubUnavailableError, PublishRefusedError, SourceError
+from .frames import FLOW_ID_PATTERN, FLOW_ID_RULE
 from .hub import Hub
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .producing.publishing import EventPublisher, RateLimiter
@@ -24,7 +24,6 @@ from .schema import SCHEMA_PATH
 from .settings import Settings
 from .status import Status
 
-FLOW_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:~-]{1,256}")
 # Our ids are a few hundred characters; anything far longer is not one of ours.
 MAX_EVENT_ID_LENGTH = 4096
 # Limits on what a client may send: flow ids, tokens and ids fit easily.
@@ -77,7 +76,7 @@ async def flow_events(request: Request) -> Response | EventStream:
     settings = state["settings"]
     flow_id = request.path_params["flow_id"]
     if not FLOW_ID_PATTERN.fullmatch(flow_id):
-        return error(400, "invalid flow id", expected="1-256 characters of A-Z a-z 0-9 _ . : ~ -")
+        return error(400, "invalid flow id", expected=FLOW_ID_RULE)
     try:
         principal = state["authenticator"].authenticate(request.headers, request.cookies, request.query_params)
     except AuthenticationError as exc:
@@ -160,7 +159,7 @@ async def publish_event(request: Request) -> Response:
         )
     flow_id = request.path_params["flow_id"]
     if not FLOW_ID_PATTERN.fullmatch(flow_id):
-        return refuse(400, "invalid-flow", "invalid flow id", expected="1-256 characters of A-Z a-z 0-9 _ . : ~ -")
+        return refuse(400, "invalid-flow", "invalid flow id", expected=FLOW_ID_RULE)
     try:
         principal = state["authenticator"].authenticate(request.headers, request.cookies, request.query_params)
     except AuthenticationError as exc:

@@ -32,7 +32,7 @@ from ..frames import Draft, Frame, resync_frame
 from ..metrics import Metrics
 from . import Subscription
 from .clock import Barriers, Clock, ClusterTime
-from .keys import Keys
+from .keys import INGEST_GROUP, Keys
 from .scripts import PUBLISH_EVENT
 from .wire import Received, decode_blob, decode_message, decode_notice
 
@@ -400,11 +400,21 @@ class RedisHub:
         return latest is not None and int(latest) > after.seq
 
     async def publish_event(self, draft: Draft) -> str:
+        event_id = await self._publish(draft, [], [])
+        assert event_id is not None
+        return event_id
+
+    async def publish_ingested(self, draft: Draft, entry_id: str) -> str | None:
+        """Publish an event read from the ingest stream, acknowledging its entry in the same step;
+        its id, or ``None`` when the entry was acknowledged (so published) already."""
+        return await self._publish(draft, [self.keys.ingest], [INGEST_GROUP, entry_id])
+
+    async def _publish(self, draft: Draft, extra_keys: list[str], extra_args: list[str]) -> str | None:
         keys = self.keys
         flow_id = draft.flow_id
         try:
             reply = await self._publish_event(
-                keys=[keys.meta, keys.history(flow_id), keys.last(flow_id), keys.published(flow_id)],
+                keys=[keys.meta, keys.history(flow_id), keys.last(flow_id), keys.published(flow_id), *extra_keys],
                 args=[
                     flow_id,
                     draft.event_type,
@@ -416,10 +426,13 @@ class RedisHub:
                     self.history_ttl_ms,
                     self.record_ttl_ms,
                     keys.channel_prefix,
+                    *extra_args,
                 ],
             )
         except (RedisError, OSError) as exc:
             raise HubUnavailableError(f"Redis: {exc}") from exc
+        if reply[0] == b"duplicate":
+            return None
         if reply[0] != b"ok":
             raise HubUnavailableError("the deployment's change stream has no position yet")
         return str(reply[1].decode())

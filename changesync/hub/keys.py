@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PREFIX = "changesync"
+INGEST_GROUP = "changesync"
+"""The consumer group that reads the ingest stream (the watcher's process is its one consumer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +44,7 @@ class Keys:
 
     @property
     def ingest(self) -> str:
-        """The stream services may XADD events to, instead of POSTing them."""
+        """The stream services may XADD events to, instead of POSTing them (``changesync.hub.ingest``)."""
         return f"{self.base}:ingest"
 
     def history(self, flow_id: str) -> str:

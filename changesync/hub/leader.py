@@ -29,6 +29,7 @@ from ..mongo import Database
 from ..producing.producer import build_producer
 from ..producing.watcher import Watcher
 from ..settings import Settings
+from .ingest import IngestReader
 from .keys import Keys
 from .local import new_epoch
 from .publisher import RedisPublisher
@@ -61,6 +62,7 @@ class Leader:
         *,
         target: str = "",
         owner: str | None = None,
+        ingest: IngestReader | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -69,6 +71,8 @@ class Leader:
         self.metrics = metrics
         self.target = target
         self.owner = owner or process_owner()
+        self.ingest = ingest
+        """Reads the ingest stream while this process holds the lease (``None``: publishing is off)."""
         self.ttl_s = settings.hub.lease_ttl_s
         self.watcher: Watcher | None = None
         """The watcher while this process holds the lease."""
@@ -156,6 +160,8 @@ class Leader:
             tasks.create_task(self.watcher.run(), name="changesync-watcher")
             tasks.create_task(publisher.run(), name="changesync-publisher")
             tasks.create_task(self._keep(value), name="changesync-lease")
+            if self.ingest is not None:
+                tasks.create_task(self.ingest.run(), name="changesync-ingest")
 
     async def _keep(self, value: str) -> None:
         """Renew the lease; raises ``LeadershipLostError`` once it is no longer ours, or may not be."""

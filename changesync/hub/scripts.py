@@ -102,14 +102,17 @@ redis.call('PUBLISH', ARGV[8], cjson.encode(tick))
 return {'ok', seq}
 """
 
-# An event a service published, framed after the deployment's latest position.
-# KEYS: meta, history, last, published. ARGV: flow, type, payload, collection, operation, key,
-# history length, history ttl_ms, record ttl_ms, flow channel prefix.
+# An event a service published, framed after the deployment's latest position. From the ingest
+# stream, the entry is acknowledged in the same step: published once, or left pending for a retry.
+# KEYS: meta, history, last, published[, ingest stream]. ARGV: flow, type, payload, collection,
+# operation, key, history length, history ttl_ms, record ttl_ms, flow channel prefix[, the ingest
+# group, the entry's id].
 PUBLISH_EVENT = """
 local meta = KEYS[1]
 local token = redis.call('HGET', meta, 'token')
 local epoch = redis.call('HGET', meta, 'epoch')
 if (not token) or (not epoch) then return {'unavailable'} end
+if KEYS[5] and redis.call('XACK', KEYS[5], ARGV[11], ARGV[12]) == 0 then return {'duplicate'} end
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 local id = token .. '~' .. epoch .. '.' .. seq
 local prev = tonumber(redis.call('GET', KEYS[3]) or (seq - 1))

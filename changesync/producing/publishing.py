@@ -21,12 +21,21 @@ import orjson
 from filters import ChangeEvent, Drop, Pipeline, Route
 
 from ..errors import PublishRefusedError
-from ..frames import change_draft
+from ..frames import FLOW_ID_PATTERN, FLOW_ID_RULE, Draft, change_draft
 from ..hub import Hub
 from ..metrics import Metrics
 
 # Subjects whose publishing rate is tracked at once; the least recent are forgotten.
 MAX_TRACKED_SUBJECTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An accepted event, filtered and encoded, before the hub numbers it."""
+
+    draft: Draft
+    event_type: str
+    collection: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,17 +87,31 @@ class EventPublisher:
     def enabled(self) -> bool:
         return bool(self._routes)
 
-    async def publish(self, flow_id: str, body: Any) -> Published:
-        """Validate, filter and publish one event; raises ``PublishRefusedError`` (counted) when refused."""
+    def prepare(self, flow_id: str, body: Any) -> Prepared:
+        """Check, filter and encode one event; raises ``PublishRefusedError`` (counted) when refused."""
         try:
-            published = await self._publish(flow_id, body)
+            return self._prepare(flow_id, body)
         except PublishRefusedError as exc:
-            self.metrics.labelled(self.metrics.publish_refused, exc.reason).inc()
+            self.count_refused(exc.reason)
             raise
-        self.metrics.labelled(self.metrics.published, published.event_type).inc()
-        return published
 
-    async def _publish(self, flow_id: str, body: Any) -> Published:
+    async def publish(self, flow_id: str, body: Any) -> Published:
+        """Check, filter, encode and publish one event; raises ``PublishRefusedError`` (counted) when
+        refused, ``HubUnavailableError`` when the hub cannot take it now."""
+        prepared = self.prepare(flow_id, body)
+        event_id = await self.hub.publish_event(prepared.draft)
+        self.count_published(prepared)
+        return Published(event_id, prepared.event_type, prepared.collection)
+
+    def count_published(self, prepared: Prepared) -> None:
+        self.metrics.labelled(self.metrics.published, prepared.event_type).inc()
+
+    def count_refused(self, reason: str) -> None:
+        self.metrics.labelled(self.metrics.publish_refused, reason).inc()
+
+    def _prepare(self, flow_id: str, body: Any) -> Prepared:
+        if not FLOW_ID_PATTERN.fullmatch(flow_id):
+            raise PublishRefusedError(400, "invalid-flow", f"the flow id must be {FLOW_ID_RULE}")
         if not isinstance(body, Mapping):
             raise PublishRefusedError(400, "not-an-object", 'the body must be {"type": …, "data": {…}}')
         event_type, data = body.get("type"), body.get("data")
@@ -117,7 +140,7 @@ class EventPublisher:
             raise PublishRefusedError(400, "unencodable", str(exc)) from None
         if too_large:
             raise PublishRefusedError(413, "too-large", f"larger than limits.max_event_bytes ({self.max_event_bytes})")
-        return Published(await self.hub.publish_event(draft), event_type, route.collection)
+        return Prepared(draft, event_type, route.collection)
 
     def _route(self, event_type: str, collection: Any) -> Route:
         routes = self._routes[event_type]

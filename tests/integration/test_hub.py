@@ -13,12 +13,14 @@ import time
 from collections.abc import Callable
 
 import httpx
+import orjson
 import pytest
 import redis.asyncio as redis
 
 from changesync.check import run_check
-from harness import EventStream, ServiceProcess, run_service, service_settings
-from tabs import LogWriter, Tab, change_stream_cursors, until
+from changesync.hub.keys import INGEST_GROUP, Keys
+from harness import EventStream, ServiceProcess, metric, run_service, service_settings
+from tabs import END, LogWriter, Tab, change_stream_cursors, until
 
 # Pace of the background writers (a pause between writes, never used to wait for an outcome).
 WRITE_INTERVAL_S = 0.005
@@ -113,15 +115,15 @@ HUB_ENVIRON = {
 
 @pytest.fixture
 async def hub_processes(mongo_backend, database_name):
-    """Yield ``create(redis_url, port=None) -> ServiceProcess``, started and ready; all are killed after."""
+    """Yield ``create(redis_url, port=None, environ=None) -> ServiceProcess``, started and ready; all are
+    killed after."""
     report = await run_check(service_settings(mongo_backend.uri, database_name), fix=True)
     assert not report.failed, report.render()
     started: list[ServiceProcess] = []
 
-    async def create(redis_url: str, port: int | None = None) -> ServiceProcess:
-        process = ServiceProcess(
-            mongo_backend.uri, database_name, environ={**HUB_ENVIRON, "CHANGESYNC_HUB_URL": redis_url}
-        )
+    async def create(redis_url: str, port: int | None = None, environ: dict[str, str] | None = None) -> ServiceProcess:
+        environ = {**HUB_ENVIRON, "CHANGESYNC_HUB_URL": redis_url, **(environ or {})}
+        process = ServiceProcess(mongo_backend.uri, database_name, environ=environ)
         if port is not None:
             process.port = port
         started.append(process)
@@ -288,3 +290,119 @@ async def test_redis_restarted_without_persistence(mongo_backend, database_name,
     assert "Connect" in down.get("lastError", "") or "onnection" in down.get("lastError", ""), down
     assert_complete(tab, writer)
     assert any(resync["reason"] == "interrupted" for resync in tab.resyncs), "the client was cut off and resumed"
+
+
+# --- the ingest stream: services that speak Redis --------------------------------------------------
+
+
+class IngestWriter:
+    """A service that XADDs numbered LOG_STREAM chunks to the deployment's ingest stream."""
+
+    def __init__(self, redis_url: str, database_name: str) -> None:
+        self.client = redis.Redis.from_url(redis_url)
+        self.stream = Keys.for_database(database_name).ingest
+        self.count = 0
+
+    async def add(self, flow: str, event: object) -> None:
+        raw = event if isinstance(event, bytes) else orjson.dumps(event)
+        await self.client.xadd(self.stream, {"flow": flow, "event": raw}, maxlen=100_000)
+
+    async def log(self, flow: str = FLOW) -> None:
+        data = {"executionId": "x1", "nodeId": "n0", "seq": self.count, "chunk": f"chunk {self.count} "}
+        await self.add(flow, {"type": "LOG_STREAM", "data": {**data, "_internal": "never sent"}})
+        self.count += 1
+
+    async def end(self, flow: str = FLOW) -> None:
+        await self.add(flow, {"type": "LOG_STREAM", "data": {"chunk": END}})
+
+    async def pending(self) -> int:
+        return int((await self.client.xpending(self.stream, INGEST_GROUP))["pending"])
+
+
+async def test_the_ingest_stream_publishes_valid_entries_once_and_counts_the_rest(
+    mongo_backend, database_name, redis_server
+):
+    """Entries XADDed by a service reach the clients of every process, filtered, in order, once; bad
+    entries are acknowledged, counted by reason and logged, and reach nobody."""
+    publishing, limits = {"event_types": ("LOG_STREAM",)}, {"max_event_bytes": 64 * 1024}
+    settings_a = hub_settings(mongo_backend, database_name, redis_server.url, publish=publishing, limits=limits)
+    settings_b = hub_settings(mongo_backend, database_name, redis_server.url, publish=publishing, limits=limits)
+    ingest = IngestWriter(redis_server.url, database_name)
+    async with run_service(settings_a) as a, run_service(settings_b) as b:
+        await until_ready(a)
+        await until_ready(b)
+        async with (
+            EventStream(a.events_url(FLOW, snapshot="false")) as on_a,
+            EventStream(b.events_url(FLOW, snapshot="false")) as on_b,
+        ):
+            await ingest.log()
+            await ingest.add(FLOW, b"{not json")
+            await ingest.add(FLOW, {"type": "NO_SUCH_TYPE", "data": {}})
+            await ingest.add("no/such flow", {"type": "LOG_STREAM", "data": {"seq": 99}})
+            await ingest.client.xadd(ingest.stream, {"flow": FLOW})
+            await ingest.add(FLOW, {"type": "LOG_STREAM", "data": {"seq": 98, "chunk": "x" * 100_000}})
+            await ingest.log()
+            await ingest.end()
+            for stream in (on_a, on_b):
+                documents = []
+                while not documents or documents[-1].get("chunk") != END:
+                    documents.append((await stream.next(EVENT_TIMEOUT_S)).data["document"])
+                assert [document.get("seq") for document in documents] == [0, 1, None]
+                assert all("_internal" not in document for document in documents)
+        assert await ingest.pending() == 0
+        refused = {
+            reason: await metric(a, "changesync_publish_refused_total", reason=reason)
+            + await metric(b, "changesync_publish_refused_total", reason=reason)
+            for reason in ("not-json", "unknown-type", "invalid-flow", "not-an-entry", "too-large")
+        }
+        published = await metric(a, "changesync_published_total", type="LOG_STREAM") + await metric(
+            b, "changesync_published_total", type="LOG_STREAM"
+        )
+    await ingest.client.aclose()
+    assert refused == dict.fromkeys(refused, 1), refused
+    assert published == 3
+
+
+@pytest.mark.timeout(60)  # a takeover with continuous entries, on two processes
+async def test_ingest_entries_survive_the_watchers_kill(hub_processes, database_name, redis_server):
+    """kill -9 of the process that reads the ingest stream, under continuous XADDs: the new watcher
+    publishes what was left, so every client gets every entry once, in order."""
+    environ = {"CHANGESYNC_PUBLISH_EVENT_TYPES": "LOG_STREAM"}
+    a = await hub_processes(redis_server.url, environ=environ)
+    b = await hub_processes(redis_server.url, environ=environ)
+    survivor: list[ServiceProcess] = []
+    tabs = [
+        Tab(f"tab-{index}", FLOW, lambda process=process: (survivor or [process])[0].events_url(FLOW, snapshot="false"))
+        for index, process in enumerate((a, b))
+    ]
+    ingest = IngestWriter(redis_server.url, database_name)
+    writing = asyncio.Event()
+
+    async def write() -> None:
+        while not writing.is_set():
+            await ingest.log()
+            await asyncio.sleep(WRITE_INTERVAL_S)
+        await ingest.end()
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http, asyncio.TaskGroup() as tasks:
+        for tab in tabs:
+            tasks.create_task(tab.run(http))
+        await until(lambda: all(tab.connections for tab in tabs), "every tab connected")
+        writer_task = tasks.create_task(write())
+        await until(lambda: all(len(tab.seqs) >= 30 for tab in tabs), "30 chunks in every tab")
+        watcher = await the_watcher([a, b])
+        survivor.append(b if watcher is a else a)
+        watcher.signal(signal.SIGKILL)
+        await watcher.wait()
+        await the_watcher(survivor)
+        seen = ingest.count
+        await until(lambda: ingest.count > seen + 30, "entries after the takeover")
+        writing.set()
+        await writer_task
+        await until(lambda: all(tab.done.is_set() for tab in tabs), "the end marker in every tab")
+    assert await ingest.pending() == 0
+    await ingest.client.aclose()
+    for tab in tabs:
+        assert [resync for resync in tab.resyncs if not resync["resumable"]] == [], tab.resyncs
+        assert tab.seqs == list(range(ingest.count)), f"{tab.name}: gap, duplicate or disorder"
+        assert len(tab.ids) == len(set(tab.ids)), f"{tab.name} received an id twice"

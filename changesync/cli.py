@@ -18,7 +18,7 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 # The settings each command takes as flags (their flags are declared with the settings).
 SERVE_SETTINGS = ("mongodb_uri", "database", "host", "port", "log.level")
 COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "serve": ("run the service", SERVE_SETTINGS),
+    "serve": ("run the service", (*SERVE_SETTINGS, "workers")),
     "demo": ("run an embedded database, the service and a demo writer, with a token to try it", SERVE_SETTINGS),
     "check": (
         "verify that the deployment can serve change streams and the routes have pre-images",
@@ -90,13 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from .app import create_app
     from .logs import configure_logging
-    from .server import make_server, tune_garbage_collection
+    from .server import serve
+    from .workers import run_workers
 
     configure_logging(settings.log)
-    tune_garbage_collection()
-    make_server(create_app(settings), settings).run()
+    if settings.workers > 1:
+        return run_workers(settings)
+    serve(settings)
     return EXIT_OK
 
 

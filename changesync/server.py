@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 from types import FrameType
 
 import uvicorn
@@ -11,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .app import create_app
 from .settings import Settings
 
 # Graceful shutdown: streams get their farewell well within this, then uvicorn cancels the rest.
@@ -172,3 +174,21 @@ class Server(uvicorn.Server):
 
 def make_server(app: Starlette, settings: Settings) -> Server:
     return Server(uvicorn_config(app, settings), app)
+
+
+def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+    """Run the service in this process until a signal stops it. With ``reuse_port``, the port is
+    bound with SO_REUSEPORT: other processes may listen on it too, and the kernel spreads the
+    connections over them."""
+    tune_garbage_collection()
+    server = make_server(create_app(settings), settings)
+    if not reuse_port:
+        server.run()
+        return
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind((settings.host, settings.port))
+    listener.set_inheritable(False)
+    server.run(sockets=[listener])

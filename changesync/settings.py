@@ -214,6 +214,12 @@ class Settings:
     database: str = setting("flow_editor", DatabaseName(), "The database to watch.", flag="--database")
     host: str = setting("127.0.0.1", Text(), "The address to listen on.", flag="--host")
     port: int = setting(8000, Integer(0, 65535), "The port to listen on.", flag="--port")
+    workers: int = setting(
+        1,
+        Integer(1, 256),
+        "Processes serving the port together (SO_REUSEPORT), to use every core; more than 1 needs hub.url.",
+        flag="--workers",
+    )
     stream: StreamSettings = field(default_factory=StreamSettings)
     log: LogSettings = field(default_factory=LogSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -395,6 +401,12 @@ def validate(settings: Settings, *, serving: bool = False) -> None:
             raise ConfigError(
                 "publish.event_types", event_type, "a route's event type (" + ", ".join(sorted(event_types)) + ")"
             )
+    if settings.workers > 1 and not settings.hub.url:
+        raise ConfigError(
+            "workers", str(settings.workers), "1 without hub.url (the workers share one hub: one change stream)"
+        )
+    if settings.workers > 1 and settings.port == 0:
+        raise ConfigError("port", "0", "a fixed port when workers > 1 (they listen on the same one)")
     if "*" in settings.cors.allow_origins and settings.cors.allow_credentials:
         raise ConfigError("cors.allow_origins", "*", "explicit origins when cors.allow_credentials is true")
     try:

@@ -122,6 +122,7 @@ class HubStatus:
         body: dict[str, Any] = {
             "status": "ready" if ready else "not-ready",
             "role": self.leader.role,
+            "process": self.leader.owner,
             "checks": checks,
             "lagSeconds": self.lag_s,
         }

@@ -200,10 +200,11 @@ class LogWriter:
         self.written_at: dict[str, list[float]] = {flow: [] for flow in flows}
         self.canvas_edits = 0
 
-    async def log(self, flow_id: str) -> None:
+    async def log(self, flow_id: str, *, padding: int = 0) -> None:
         seq = self.counts[flow_id]
+        chunk = f"chunk {seq} " + "x" * padding
         await self.database.flow_logs.insert_one(
-            {"flowId": flow_id, "executionId": "x1", "nodeId": "n0", "seq": seq, "chunk": f"chunk {seq} "}
+            {"flowId": flow_id, "executionId": "x1", "nodeId": "n0", "seq": seq, "chunk": chunk}
         )
         self.written_at[flow_id].append(time.monotonic())
         self.counts[flow_id] = seq + 1

@@ -292,6 +292,54 @@ async def test_redis_restarted_without_persistence(mongo_backend, database_name,
     assert any(resync["reason"] == "interrupted" for resync in tab.resyncs), "the client was cut off and resumed"
 
 
+@pytest.mark.timeout(90)  # megabytes written while an edge is stopped, then its catch-up
+async def test_a_slow_edge_that_redis_cuts_off_catches_up(hub_processes, database, valkey_server):
+    """An edge stops reading (SIGSTOP) until Redis cuts it off (client-output-buffer-limit); once it
+    runs again it reconnects and fills the gap: its clients, like the watcher's, miss nothing."""
+    server = valkey_server.start("--client-output-buffer-limit", "pubsub 256kb 128kb 1")
+    processes = [await hub_processes(server.url), await hub_processes(server.url)]
+    watcher = await the_watcher(processes)
+    edge = processes[1] if watcher is processes[0] else processes[0]
+    tabs = [
+        Tab(f"tab-{name}", FLOW, lambda p=p: p.events_url(FLOW, snapshot="false"))
+        for name, p in (("watcher", watcher), ("edge", edge))
+    ]
+    writer = LogWriter(database, [FLOW])
+    monitor = redis.Redis.from_url(server.url)
+
+    async def disconnections() -> int:
+        return int((await monitor.info("stats")).get("client_output_buffer_limit_disconnections", -1))
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http, asyncio.TaskGroup() as tasks:
+        for tab in tabs:
+            tasks.create_task(tab.run(http))
+        await until(lambda: all(tab.connections for tab in tabs), "every tab connected")
+        for _ in range(20):
+            await writer.log(FLOW)
+        await until(lambda: all(len(tab.seqs) == 20 for tab in tabs), "the first chunks")
+        before = await disconnections()
+        edge.signal(signal.SIGSTOP)
+        try:
+            for _ in range(4000):
+                await writer.log(FLOW, padding=4000)
+                if writer.counts[FLOW] % 50 == 0 and (before < 0 or await disconnections() > before):
+                    break
+            cut_off = await disconnections()
+        finally:
+            edge.signal(signal.SIGCONT)
+        for _ in range(20):
+            await writer.log(FLOW)
+        await writer.end()
+        await until(lambda: all(tab.done.is_set() for tab in tabs), "the end marker in every tab")
+    await monitor.aclose()
+    if before < 0:
+        print("this server does not count client_output_buffer_limit_disconnections: the cut-off is not checked")
+    else:
+        assert cut_off > before, f"Redis did not cut the edge off after {writer.counts[FLOW]} chunks"
+    for tab in tabs:
+        assert_complete(tab, writer)
+
+
 # --- the ingest stream: services that speak Redis --------------------------------------------------
 
 

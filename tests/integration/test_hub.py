@@ -262,9 +262,10 @@ async def test_an_edges_connection_cut_fills_the_gap_from_history(
 
 
 @pytest.mark.timeout(60)  # Redis down, up empty, and the clients' catch-up from the oplog
-async def test_redis_restarted_without_persistence(mongo_backend, database_name, database, valkey_server):
-    """Redis restarts empty (no persistence): readiness fails with the cause while it is down; then the
-    epoch changes, clients are cut off with a resumable RESYNC and resume from the oplog: nothing lost."""
+async def test_redis_restarted_without_persistence(mongo_backend, database_name, database, valkey_server, caplog):
+    """Redis restarts empty (no persistence): readiness fails with the cause while it is down, and the log
+    says so once; then the epoch changes, clients are cut off with a resumable RESYNC and resume from
+    the oplog: nothing lost."""
     server = valkey_server.start()
     settings = hub_settings(mongo_backend, database_name, server.url)
     writer = LogWriter(database, [FLOW])
@@ -290,6 +291,8 @@ async def test_redis_restarted_without_persistence(mongo_backend, database_name,
     assert "Connect" in down.get("lastError", "") or "onnection" in down.get("lastError", ""), down
     assert_complete(tab, writer)
     assert any(resync["reason"] == "interrupted" for resync in tab.resyncs), "the client was cut off and resumed"
+    failures = [r.getMessage() for r in caplog.records if "connection to Redis failed" in r.getMessage()]
+    assert 1 <= len(failures) <= 3, failures  # one line per distinct cause, not one per attempt
 
 
 @pytest.mark.timeout(90)  # megabytes written while an edge is stopped, then its catch-up

@@ -17,10 +17,10 @@ import os
 import secrets
 import socket
 import time
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ..codec import decode_token
 from ..errors import LeadershipLostError
@@ -156,20 +156,25 @@ class Leader:
             max_await_time_ms=self.settings.stream.max_await_time_ms,
             resume_after=decode_token(token) if token else None,
         )
+        replication_id = await self._replication_id()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.watcher.run(), name="changesync-watcher")
             tasks.create_task(publisher.run(), name="changesync-publisher")
-            tasks.create_task(self._keep(value), name="changesync-lease")
+            tasks.create_task(self._keep(value, replication_id), name="changesync-lease")
             if self.ingest is not None:
                 tasks.create_task(self.ingest.run(), name="changesync-ingest")
 
-    async def _keep(self, value: str) -> None:
-        """Renew the lease; raises ``LeadershipLostError`` once it is no longer ours, or may not be."""
+    async def _keep(self, value: str, replication_id: str | None) -> None:
+        """Renew the lease; raises ``LeadershipLostError`` once it is no longer ours, or may not be,
+        and (``diverged``) when Redis's replication id changed: a failover (or a restart) may have lost
+        the latest writes, published events included, while the position it holds looks current."""
         renewed_at = time.monotonic()
         while True:
             await asyncio.sleep(self.ttl_s / RENEWALS_PER_TTL)
             try:
                 held = await self._renew(keys=[self.keys.lease], args=[value, self._ttl_ms])
+                if replication_id is not None and await self._replication_id() != replication_id:
+                    raise LeadershipLostError("diverged", "Redis's replication id changed (a failover or a restart)")
             except (RedisError, OSError) as exc:
                 if time.monotonic() - renewed_at >= self.ttl_s:
                     raise LeadershipLostError(
@@ -179,6 +184,15 @@ class Leader:
             if not held:
                 raise LeadershipLostError("fenced", "the lease is another process's now")
             renewed_at = time.monotonic()
+
+    async def _replication_id(self) -> str | None:
+        """The Redis server's replication id (``master_replid``); ``None`` where INFO is not allowed."""
+        try:
+            info: Any = await self.redis.info("replication")
+        except ResponseError:
+            return None
+        replid = info.get("master_replid")
+        return None if replid is None else str(replid)
 
     @property
     def _ttl_ms(self) -> int:

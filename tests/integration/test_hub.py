@@ -457,3 +457,51 @@ async def test_ingest_entries_survive_the_watchers_kill(hub_processes, database_
         assert [resync for resync in tab.resyncs if not resync["resumable"]] == [], tab.resyncs
         assert tab.seqs == list(range(ingest.count)), f"{tab.name}: gap, duplicate or disorder"
         assert len(tab.ids) == len(set(tab.ids)), f"{tab.name} received an id twice"
+
+
+@pytest.mark.timeout(60)  # two servers, a replication, a promotion and the clients' catch-up
+async def test_a_failover_makes_a_new_epoch(mongo_backend, database_name, database, valkey_server):
+    """Redis fails over to a replica (its replication id changes): what the replica holds may lack the
+    latest writes, so the watcher starts a new epoch; clients resume from the oplog: nothing lost."""
+    primary = valkey_server.start()
+    settings = hub_settings(mongo_backend, database_name, primary.url)
+    writer = LogWriter(database, [FLOW])
+    async with run_service(settings) as service:
+        await until_ready(service)
+        tab = Tab("tab", FLOW, lambda: service.events_url(FLOW, snapshot="false"))
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http, asyncio.TaskGroup() as tasks:
+            tasks.create_task(tab.run(http))
+            for _ in range(20):
+                await writer.log(FLOW)
+            await until(lambda: len(tab.seqs) == writer.counts[FLOW], "the first chunks")
+            primary_client = redis.Redis.from_url(primary.url)
+            epoch = await primary_client.hget(Keys.for_database(database_name).meta, "epoch")
+            await primary_client.aclose()
+            replica = valkey_server.start("--replicaof", "127.0.0.1", str(primary.port))
+            replica_client = redis.Redis.from_url(replica.url)
+            await until_replicated(replica_client)
+            valkey_server.stop(primary)
+            await replica_client.replicaof("NO", "ONE")
+            # The promoted replica's data takes the primary's address, as a failover's virtual address
+            # (or DNS) would.
+            promoted = valkey_server.start("--replicaof", "127.0.0.1", str(replica.port), port=primary.port)
+            promoted_client = redis.Redis.from_url(promoted.url)
+            await until_replicated(promoted_client)
+            await promoted_client.replicaof("NO", "ONE")
+            for _ in range(20):
+                await writer.log(FLOW)
+            await until(lambda: len(tab.seqs) == writer.counts[FLOW], "the chunks after the failover")
+            await writer.end()
+            await until(lambda: tab.done.is_set(), "the end marker")
+            new_epoch = await promoted_client.hget(Keys.for_database(database_name).meta, "epoch")
+    await replica_client.aclose()
+    await promoted_client.aclose()
+    assert new_epoch != epoch
+    assert_complete(tab, writer)
+    assert any(resync["reason"] == "interrupted" for resync in tab.resyncs), "the client was cut off and resumed"
+
+
+async def until_replicated(client: redis.Redis, timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while (await client.info("replication")).get("master_link_status") != "up":  # noqa: ASYNC110
+            await asyncio.sleep(0.05)

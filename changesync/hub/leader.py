@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from ..check import warn_about_images
 from ..codec import decode_token
 from ..errors import LeadershipLostError
 from ..metrics import Metrics
@@ -72,6 +73,7 @@ class Leader:
         self.target = target
         self.owner = owner or process_owner()
         self.ingest = ingest
+        self._warned_about_images = False
         """Reads the ingest stream while this process holds the lease (``None``: publishing is off)."""
         self.ttl_s = settings.hub.lease_ttl_s
         self.watcher: Watcher | None = None
@@ -163,6 +165,14 @@ class Leader:
             tasks.create_task(self._keep(value, replication_id), name="changesync-lease")
             if self.ingest is not None:
                 tasks.create_task(self.ingest.run(), name="changesync-ingest")
+            if not self._warned_about_images:
+                tasks.create_task(self._warn_about_images(self.watcher), name="changesync-images")
+
+    async def _warn_about_images(self, watcher: Watcher) -> None:
+        """Once this process first watches and the stream is open, log the routes that lack pre-images."""
+        await watcher.wait_started()
+        self._warned_about_images = True
+        await warn_about_images(self.database, self.settings.routes)
 
     async def _keep(self, value: str, replication_id: str | None) -> None:
         """Renew the lease; raises ``LeadershipLostError`` once it is no longer ours, or may not be,

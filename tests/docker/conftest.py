@@ -1,11 +1,14 @@
 """Fixtures for the container files: docker-compose.yml, docker/Dockerfile and the package they run.
 
-Nothing here needs Docker: the files are parsed and checked against the code they deploy.
+Most fixtures need no Docker: the files are parsed and checked against the code they deploy.
+``compose_cli`` and ``docker_engine`` skip, with the reason, where the Compose CLI or a Docker
+engine is missing.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -17,9 +20,13 @@ from typing import Any
 import pytest
 import yaml
 
+import backends
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
+# Bound on `docker compose version`, which answers at once where the plugin is installed.
+COMPOSE_PROBE_TIMEOUT_S = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,3 +134,26 @@ def app_paths() -> set[str]:
 
     app = create_app(load_settings(environ={"CHANGESYNC_AUTH_MODE": "none"}))
     return {route.path for route in app.routes}  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def compose_cli() -> tuple[str, ...]:
+    """``docker compose`` as the start of a command line; skips where the Compose CLI is missing."""
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("the docker CLI is not on PATH")
+    probe = subprocess.run(
+        [docker, "compose", "version"], capture_output=True, text=True, timeout=COMPOSE_PROBE_TIMEOUT_S
+    )
+    if probe.returncode != 0:
+        said = (probe.stderr or probe.stdout).strip().splitlines()
+        pytest.skip(f"docker compose is not available ({said[0] if said else f'exit code {probe.returncode}'})")
+    return (docker, "compose")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """Skips, with the reason, unless a Docker engine answers a ping."""
+    reason = backends.docker_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)

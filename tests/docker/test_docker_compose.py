@@ -1,5 +1,6 @@
 import json
 import re
+import subprocess
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,19 @@ INTERPOLATION = re.compile(
 )
 DEFAULT_OPERATORS = {":-", "-"}
 MONGO_SERVICE = "mongo"
+DEFAULT_SERVICES = frozenset({MONGO_SERVICE, "changesync-init", "changesync"})
+HUB_PROFILE = "hub"
+HUB_INSTANCES = ("changesync-hub-1", "changesync-hub-2")
+VALKEY_SERVICE, VALKEY_PORT = "valkey", 6379
+PROXY_SERVICE = "hub-proxy"
+HUB_SERVICES = frozenset({VALKEY_SERVICE, *HUB_INSTANCES, PROXY_SERVICE})
+NGINX_CONF = REPO_ROOT / "docker" / "nginx-hub.conf"
+# The nginx image reads conf.d/*.conf inside its http block; this name replaces its default server.
+NGINX_CONF_TARGET = "/etc/nginx/conf.d/default.conf"
+# The first nginx release with `resolve` on upstream servers outside NGINX Plus.
+NGINX_RESOLVE_SINCE = (1, 27, 3)
+# Bound on `docker compose config`, which reads files only.
+COMPOSE_CONFIG_TIMEOUT_S = 60
 REPLICA_SET_INITIATE = re.compile(r"rs\.initiate\(\s*\{\s*_id:\s*'(?P<set>[^']+)'.*?host:\s*'(?P<host>[^']+)'", re.S)
 
 
@@ -219,3 +233,107 @@ class TestComposeFile:
         assert writer["entrypoint"] == ["python", "/app/demo_writer.py"]
         assert writer["depends_on"]["changesync"] == {"condition": "service_healthy"}
         assert set(environment(writer)) >= {"CHANGESYNC_MONGODB_URI", "CHANGESYNC_DATABASE"}
+
+
+def image_version(image: str) -> tuple[int, ...]:
+    """The leading numbers of an image's tag: ``nginx:1.28-alpine`` gives ``(1, 28)``."""
+    match = re.fullmatch(r"[\w./-]+:(?P<version>\d+(?:\.\d+)*)(?:-[\w.]+)?", image)
+    assert match is not None, f"{image}: the tag should start with a version number"
+    return tuple(int(part) for part in match["version"].split("."))
+
+
+def option_value(command: list[str], option: str) -> str:
+    return command[command.index(option) + 1]
+
+
+class TestHubProfile:
+    def test_profile_runs_valkey_two_instances_and_a_proxy(self, services):
+        """The `hub` profile holds Valkey, two changesync instances and the nginx proxy, and only those."""
+        in_profile = {name for name, service in services.items() if HUB_PROFILE in service.get("profiles", [])}
+        assert in_profile == HUB_SERVICES
+        assert all(services[name]["profiles"] == [HUB_PROFILE] for name in HUB_SERVICES)
+
+    def test_plain_up_starts_the_default_stack_only(self, services):
+        """The services without a profile, all that a plain `docker compose up` starts, are the default stack."""
+        assert {name for name, service in services.items() if "profiles" not in service} == DEFAULT_SERVICES
+
+    def test_instances_are_one_deployment(self, services):
+        """Both instances run `serve` from the one image, with the same settings: the hub URL of the valkey
+        service, and the MongoDB, database and auth convention of the default service."""
+        default = services["changesync"]
+        loaded = []
+        for name in HUB_INSTANCES:
+            service = services[name]
+            assert service["image"] == default["image"], name
+            assert service["command"] == ["serve"], name
+            env = environment(service)
+            for var in ("CHANGESYNC_MONGODB_URI", "CHANGESYNC_DATABASE", "CHANGESYNC_HOST"):
+                assert env[var] == environment(default)[var], f"{name}: {var}"
+            assert service["environment"]["CHANGESYNC_AUTH_MODE"] == default["environment"]["CHANGESYNC_AUTH_MODE"]
+            loaded.append(service_settings(service))
+        assert loaded[0] == loaded[1]
+        hub = urllib.parse.urlsplit(loaded[0].hub.url)
+        assert (hub.scheme, hub.hostname, hub.port, hub.path) == ("redis", VALKEY_SERVICE, VALKEY_PORT, "/0")
+
+    def test_instances_wait_for_mongo_the_init_job_and_valkey(self, services):
+        """Each instance starts once MongoDB and Valkey are healthy and `check --fix` has run, has the
+        default service's healthcheck, restarts unless stopped, and is reached through the proxy only."""
+        for name in HUB_INSTANCES:
+            service = services[name]
+            assert service["depends_on"] == {
+                MONGO_SERVICE: {"condition": "service_healthy"},
+                "changesync-init": {"condition": "service_completed_successfully"},
+                VALKEY_SERVICE: {"condition": "service_healthy"},
+            }, name
+            assert service["healthcheck"] == services["changesync"]["healthcheck"], name
+            assert service["restart"] == "unless-stopped", name
+            assert "ports" not in service, f"{name} should be reached through {PROXY_SERVICE}"
+
+    def test_valkey_is_pinned_checked_with_ping_and_keeps_nothing_on_disk(self, services):
+        """Valkey's image is pinned to a major version, its healthcheck is `valkey-cli ping`, it writes no
+        snapshot and no append-only file, and its port is not published."""
+        valkey = services[VALKEY_SERVICE]
+        assert valkey["image"].startswith("valkey/valkey:")
+        assert image_version(valkey["image"])[0] >= 8
+        assert valkey["healthcheck"]["test"] == ["CMD", "valkey-cli", "ping"]
+        command = valkey["command"]
+        assert command[0] == "valkey-server"
+        assert option_value(command, "--save") == ""
+        assert option_value(command, "--appendonly") == "no"
+        assert "volumes" not in valkey
+        assert "ports" not in valkey
+
+    def test_proxy_runs_nginx_with_the_conf_mounted_read_only(self, services):
+        """hub-proxy runs an nginx that knows `resolve`, with docker/nginx-hub.conf mounted read-only as its
+        server, after both instances are healthy; it is published on 127.0.0.1:8002."""
+        proxy = services[PROXY_SERVICE]
+        assert proxy["image"].startswith("nginx:")
+        assert image_version(proxy["image"]) >= NGINX_RESOLVE_SINCE
+        (volume,) = proxy["volumes"]
+        source, target, mode = volume.split(":")
+        assert (REPO_ROOT / source).resolve() == NGINX_CONF
+        assert (target, mode) == (NGINX_CONF_TARGET, "ro")
+        assert proxy["depends_on"] == {name: {"condition": "service_healthy"} for name in HUB_INSTANCES}
+        assert [published(spec) for spec in proxy["ports"]] == [("127.0.0.1", 8002, 80)]
+
+    def test_published_ports_are_on_loopback_and_distinct(self, services):
+        """Every service publishes on 127.0.0.1 only, and no two services publish the same host port."""
+        host_ports = []
+        for name, service in services.items():
+            for spec in service.get("ports", []):
+                host_ip, host_port, _ = published(spec)
+                assert host_ip == "127.0.0.1", f"{name} publishes {spec}"
+                host_ports.append(host_port)
+        assert len(host_ports) == len(set(host_ports)), host_ports
+
+    def test_docker_compose_accepts_every_profile(self, compose, compose_cli):
+        """`docker compose config` accepts the file with every profile on (where the Compose CLI is installed)."""
+        profiles = sorted(
+            {profile for service in compose["services"].values() for profile in service.get("profiles", [])}
+        )
+        command = [*compose_cli, "--file", str(REPO_ROOT / "docker-compose.yml")]
+        command += [word for profile in profiles for word in ("--profile", profile)]
+        result = subprocess.run(
+            [*command, "config", "--quiet"], capture_output=True, text=True, timeout=COMPOSE_CONFIG_TIMEOUT_S
+        )
+        assert result.returncode == 0, result.stderr

@@ -113,28 +113,12 @@ class Integer(Parser):
         return value
 
 
-class Seconds(Parser):
-    def __init__(self, above: float = 0) -> None:
-        self.above = above
-        self.expected = f"a number of seconds > {above:g}"
-
-    def __call__(self, key: str, value: Any) -> float:
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise self.fail(key, value) from None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > self.above:
-            raise self.fail(key, value)
-        if value != value or value == float("inf"):
-            raise ConfigError(key, value, "a finite number of seconds")
-        return float(value)
-
-
 class Number(Parser):
+    unit = ""
+
     def __init__(self, above: float = 0) -> None:
         self.above = above
-        self.expected = f"a number > {above:g}"
+        self.expected = f"a number{self.unit} > {above:g}"
 
     def __call__(self, key: str, value: Any) -> float:
         if isinstance(value, str):
@@ -145,8 +129,12 @@ class Number(Parser):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > self.above:
             raise self.fail(key, value)
         if value != value or value == float("inf"):
-            raise ConfigError(key, value, "a finite number")
+            raise ConfigError(key, value, f"a finite number{self.unit}")
         return float(value)
+
+
+class Seconds(Number):
+    unit = " of seconds"
 
 
 class Boolean(Parser):

@@ -8,9 +8,10 @@ lost, nothing twice, in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import orjson
@@ -19,7 +20,7 @@ import redis.asyncio as redis
 
 from changesync.check import run_check
 from changesync.hub.keys import INGEST_GROUP, Keys
-from harness import EventStream, ServiceProcess, metric, run_service, service_settings
+from harness import EventStream, RunningService, ServiceProcess, metric, run_service, service_settings
 from tabs import END, LogWriter, Tab, change_stream_cursors, until
 
 # Pace of the background writers (a pause between writes, never used to wait for an outcome).
@@ -261,6 +262,17 @@ async def test_an_edges_connection_cut_fills_the_gap_from_history(
         assert len(tab.connections) == 1, f"{tab.name} had to reconnect"
 
 
+@contextlib.asynccontextmanager
+async def one_tab(settings) -> AsyncIterator[tuple[RunningService, Tab]]:
+    """A service, ready, and a tab reading FLOW on it until the block ends."""
+    async with run_service(settings) as service:
+        await until_ready(service)
+        tab = Tab("tab", FLOW, lambda: service.events_url(FLOW, snapshot="false"))
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http, asyncio.TaskGroup() as tasks:
+            tasks.create_task(tab.run(http))
+            yield service, tab
+
+
 @pytest.mark.timeout(60)  # Redis down, up empty, and the clients' catch-up from the oplog
 async def test_redis_restarted_without_persistence(mongo_backend, database_name, database, valkey_server, caplog):
     """Redis restarts empty (no persistence): readiness fails with the cause while it is down, and the log
@@ -269,24 +281,20 @@ async def test_redis_restarted_without_persistence(mongo_backend, database_name,
     server = valkey_server.start()
     settings = hub_settings(mongo_backend, database_name, server.url)
     writer = LogWriter(database, [FLOW])
-    async with run_service(settings) as service:
+    async with one_tab(settings) as (service, tab):
+        for _ in range(30):
+            await writer.log(FLOW)
+        await until(lambda: len(tab.seqs) == writer.counts[FLOW], "the first chunks")
+        valkey_server.stop(server)
+        for _ in range(30):
+            await writer.log(FLOW)  # while Redis is down: only the oplog has them
+        down = await readiness(service)
+        server = valkey_server.start(port=server.port)
         await until_ready(service)
-        tab = Tab("tab", FLOW, lambda: service.events_url(FLOW, snapshot="false"))
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http, asyncio.TaskGroup() as tasks:
-            tasks.create_task(tab.run(http))
-            for _ in range(30):
-                await writer.log(FLOW)
-            await until(lambda: len(tab.seqs) == writer.counts[FLOW], "the first chunks")
-            valkey_server.stop(server)
-            for _ in range(30):
-                await writer.log(FLOW)  # while Redis is down: only the oplog has them
-            down = await readiness(service)
-            server = valkey_server.start(port=server.port)
-            await until_ready(service)
-            for _ in range(30):
-                await writer.log(FLOW)
-            await writer.end()
-            await until(lambda: tab.done.is_set(), "the end marker")
+        for _ in range(30):
+            await writer.log(FLOW)
+        await writer.end()
+        await until(lambda: tab.done.is_set(), "the end marker")
     assert down["status"] == "not-ready" and down["checks"]["redisConnected"] is False
     assert "Connect" in down.get("lastError", "") or "onnection" in down.get("lastError", ""), down
     assert_complete(tab, writer)
@@ -466,34 +474,30 @@ async def test_a_failover_makes_a_new_epoch(mongo_backend, database_name, databa
     primary = valkey_server.start()
     settings = hub_settings(mongo_backend, database_name, primary.url)
     writer = LogWriter(database, [FLOW])
-    async with run_service(settings) as service:
-        await until_ready(service)
-        tab = Tab("tab", FLOW, lambda: service.events_url(FLOW, snapshot="false"))
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http, asyncio.TaskGroup() as tasks:
-            tasks.create_task(tab.run(http))
-            for _ in range(20):
-                await writer.log(FLOW)
-            await until(lambda: len(tab.seqs) == writer.counts[FLOW], "the first chunks")
-            primary_client = redis.Redis.from_url(primary.url)
-            epoch = await primary_client.hget(Keys.for_database(database_name).meta, "epoch")
-            await primary_client.aclose()
-            replica = valkey_server.start("--replicaof", "127.0.0.1", str(primary.port))
-            replica_client = redis.Redis.from_url(replica.url)
-            await until_replicated(replica_client)
-            valkey_server.stop(primary)
-            await replica_client.replicaof("NO", "ONE")
-            # The promoted replica's data takes the primary's address, as a failover's virtual address
-            # (or DNS) would.
-            promoted = valkey_server.start("--replicaof", "127.0.0.1", str(replica.port), port=primary.port)
-            promoted_client = redis.Redis.from_url(promoted.url)
-            await until_replicated(promoted_client)
-            await promoted_client.replicaof("NO", "ONE")
-            for _ in range(20):
-                await writer.log(FLOW)
-            await until(lambda: len(tab.seqs) == writer.counts[FLOW], "the chunks after the failover")
-            await writer.end()
-            await until(lambda: tab.done.is_set(), "the end marker")
-            new_epoch = await promoted_client.hget(Keys.for_database(database_name).meta, "epoch")
+    async with one_tab(settings) as (_service, tab):
+        for _ in range(20):
+            await writer.log(FLOW)
+        await until(lambda: len(tab.seqs) == writer.counts[FLOW], "the first chunks")
+        primary_client = redis.Redis.from_url(primary.url)
+        epoch = await primary_client.hget(Keys.for_database(database_name).meta, "epoch")
+        await primary_client.aclose()
+        replica = valkey_server.start("--replicaof", "127.0.0.1", str(primary.port))
+        replica_client = redis.Redis.from_url(replica.url)
+        await until_replicated(replica_client)
+        valkey_server.stop(primary)
+        await replica_client.replicaof("NO", "ONE")
+        # The promoted replica's data takes the primary's address, as a failover's virtual address
+        # (or DNS) would.
+        promoted = valkey_server.start("--replicaof", "127.0.0.1", str(replica.port), port=primary.port)
+        promoted_client = redis.Redis.from_url(promoted.url)
+        await until_replicated(promoted_client)
+        await promoted_client.replicaof("NO", "ONE")
+        for _ in range(20):
+            await writer.log(FLOW)
+        await until(lambda: len(tab.seqs) == writer.counts[FLOW], "the chunks after the failover")
+        await writer.end()
+        await until(lambda: tab.done.is_set(), "the end marker")
+        new_epoch = await promoted_client.hget(Keys.for_database(database_name).meta, "epoch")
     await replica_client.aclose()
     await promoted_client.aclose()
     assert new_epoch != epoch

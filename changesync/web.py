@@ -145,9 +145,11 @@ async def publish_event(request: Request) -> Response:
     state: State = request.scope["state"]
     settings, metrics, publisher = state["settings"], state["metrics"], state["publisher"]
 
-    def refuse(status: int, reason: str, message: str, **extra: Any) -> Response:
-        metrics.labelled(metrics.publish_refused, reason).inc()
-        return error(status, message, **extra)
+    def refuse(status: int, reason: str, message: str, *, counted: bool = False, **extra: Any) -> Response:
+        """A refusal: ``reason`` (a stable code, also the metric's label) beside the human ``error``."""
+        if not counted:
+            metrics.labelled(metrics.publish_refused, reason).inc()
+        return error(status, message, reason=reason, **extra)
 
     if not publisher.enabled:
         return refuse(
@@ -163,31 +165,28 @@ async def publish_event(request: Request) -> Response:
     try:
         principal = state["authenticator"].authenticate(request.headers, request.cookies, request.query_params)
     except AuthenticationError as exc:
-        metrics.labelled(metrics.publish_refused, "unauthorized").inc()
-        return error(401, "unauthorized", detail=exc.message, headers={"WWW-Authenticate": "Bearer"})
+        return refuse(401, "unauthorized", "unauthorized", detail=exc.message, headers={"WWW-Authenticate": "Bearer"})
     role = settings.publish.role
     if not principal.anonymous and role not in principal.roles:
         return refuse(403, "forbidden", "forbidden", detail=f"publishing needs a token with the role {role!r}")
     if not state["publish_rate"].allow(principal.subject):
-        metrics.labelled(metrics.publish_refused, "too-fast").inc()
-        return error(
-            429, "too many events", detail=f"at most {settings.publish.rate_per_s:g}/s", headers={"Retry-After": "1"}
-        )
+        rate = settings.publish.rate_per_s
+        return refuse(429, "too-fast", "too many events", detail=f"at most {rate:g}/s", headers={"Retry-After": "1"})
     limit = settings.limits.max_event_bytes
     body = await _read_body(request, limit)
     if body is None:
-        return refuse(413, "too-large", "request body too large", limit_bytes=limit)
+        detail = f"larger than {limit} bytes"
+        return refuse(413, "too-large", "request body too large", detail=detail, limit_bytes=limit)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return refuse(400, "not-json", "the body is not JSON")
     try:
         published = await publisher.publish(flow_id, document)
-    except PublishRefusedError as exc:
-        return error(exc.status, exc.reason, detail=exc.detail)
+    except PublishRefusedError as exc:  # counted by the publisher
+        return refuse(exc.status, exc.reason, exc.reason, counted=True, detail=exc.detail)
     except HubUnavailableError as exc:
-        metrics.labelled(metrics.publish_refused, "unavailable").inc()
-        return error(503, "hub unavailable", detail=exc.cause, headers={"Retry-After": "1"})
+        return refuse(503, "unavailable", "hub unavailable", detail=exc.cause, headers={"Retry-After": "1"})
     return JSONResponse({"id": published.id, "type": published.event_type, "flowId": flow_id}, status_code=202)
 
 

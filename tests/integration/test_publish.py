@@ -101,6 +101,7 @@ async def test_bad_events_are_refused_counted_and_never_delivered(service, body,
     async with EventStream(service.events_url(FLOW, snapshot="false"), headers=headers) as stream:
         response = await post(service, body, bearer=bearers[bearer])
         assert response.status_code == status, response.text
+        assert response.json()["reason"] == reason, "the answer's code is the metric's label"
         assert await metric(service, "changesync_publish_refused_total", reason=reason) == 1
         marker = await post(service, chunk(99), bearer=token())
         assert marker.status_code == 202
@@ -111,6 +112,7 @@ async def test_not_json_and_too_fast(service):
     """A body that is not JSON is a 400; past the subject's rate, 429 with Retry-After."""
     response = await post(service, None, bearer=token(), content=b"{not json")
     assert response.status_code == 400 and response.json()["error"] == "the body is not JSON"
+    assert response.json()["reason"] == "not-json"
     hasty = token("hasty")
     async with httpx.AsyncClient() as http:
         url = f"{service.base_url}/flows/{FLOW}/events"

@@ -347,6 +347,7 @@ async def test_a_slow_edge_that_redis_cuts_off_catches_up(hub_processes, databas
         print("this server does not count client_output_buffer_limit_disconnections: the cut-off is not checked")
     else:
         assert cut_off > before, f"Redis did not cut the edge off after {writer.counts[FLOW]} chunks"
+        print(f"Redis cut the stopped edge off after {writer.counts[FLOW] - 20} chunks of 4 KB")
     for tab in tabs:
         assert_complete(tab, writer)
 

@@ -82,6 +82,9 @@ class EmbeddedServer:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            # Out of the terminal's process group: Ctrl-C reaches the demo, which shuts down while its
+            # database still answers, then stops the server itself.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

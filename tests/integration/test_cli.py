@@ -6,8 +6,11 @@ import asyncio
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -258,4 +261,38 @@ class TestDemo:
         finally:
             process.terminate()
             async with asyncio.timeout(15):
+                await process.wait()
+
+    async def test_ctrl_c_stops_the_demo_and_its_database_at_once(self):
+        """Ctrl-C in a terminal signals the whole process group: the demo shuts down gracefully within
+        seconds (its database must not die first, or closing the driver waits for it), and the
+        embedded database goes with it."""
+        environ = {key: value for key, value in os.environ.items() if not key.startswith("CHANGESYNC_")}
+        process = await asyncio.create_subprocess_exec(
+            *COMMAND,
+            "demo",
+            "--port",
+            str(free_port()),
+            env=environ,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, as a terminal's foreground job
+        )
+        try:
+            async with asyncio.timeout(30):
+                while "demo is running" not in (line := (await process.stdout.readline()).decode()):
+                    assert line, "demo exited before it was running"
+                while "MongoDB (embedded)" not in (line := (await process.stdout.readline()).decode()):
+                    assert line, "demo exited before naming its database"
+            database_port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
+            os.killpg(process.pid, signal.SIGINT)
+            started = time.monotonic()
+            async with asyncio.timeout(15):
+                await process.wait()
+            assert time.monotonic() - started < 5, f"the demo took {time.monotonic() - started:.1f} s to stop"
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", database_port), timeout=1).close()
+        finally:
+            if process.returncode is None:
+                process.kill()
                 await process.wait()

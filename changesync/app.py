@@ -51,10 +51,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """Build the service. Without ``settings``, they are read from ``CHANGESYNC_*`` and the config file."""
     if settings is None:
         settings = load_settings(environ=os.environ, serving=True)
-    authenticator = Authenticator(settings.auth)
+    metrics = Metrics()
+    # A JWKS URL is fetched here, before the event loop serves: no keys, no start (ConfigError).
+    authenticator = Authenticator(settings.auth, metrics=metrics)
     if not authenticator.enabled:
         logger.warning("authentication is off (auth.mode = none): anyone who can reach the port reads every flow")
-    metrics = Metrics()
     shutdown = ShutdownNotice()
     target = f"{settings.redacted_uri} (database {settings.database!r})"
 
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 ]
                 if service.watcher is not None:
                     background.append(tasks.create_task(_warn_about_images(service.watcher, database, settings)))
+                if (remote_keys := authenticator.remote_keys) is not None:
+                    background.append(tasks.create_task(remote_keys.run(), name="changesync-jwks"))
                 await _wait_until_serving(service)
                 yield State(
                     settings=settings,

@@ -2,8 +2,9 @@
 
 Tokens come from the ``Authorization: Bearer`` header, a cookie, or the ``access_token`` query
 parameter (browsers' ``EventSource`` cannot set headers); each source can be turned off. They are
-verified for signature, ``exp``, ``nbf`` and, when configured, ``iss`` and ``aud``. A token never
-appears in logs or metrics.
+verified for signature, ``exp``, ``nbf`` and, when configured, ``iss`` and ``aud``, against one key
+source: an HS256 secret, a PEM public key, a JWKS file, or a JWKS URL (``changesync.jwks``, which
+keeps its keys fresh in the background). A token never appears in logs or metrics.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
 from .errors import AuthenticationError, ConfigError
+from .jwks import RemoteKeySet, key_for
+from .parsers import redact_uri
 from .settings import AuthSettings
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 # Clock skew tolerated on exp/nbf between the token issuer and this service, in seconds.
 LEEWAY_S = 10
@@ -45,21 +51,43 @@ ANONYMOUS = Principal("anonymous", is_service=True, anonymous=True)
 
 @dataclass(frozen=True, slots=True)
 class VerificationKeys:
-    """What tokens are checked against: one key (HS256 secret or PEM), or a JWKS."""
+    """What tokens are checked against: one key (HS256 secret or PEM), a JWKS, or a JWKS URL's keys."""
 
     algorithms: tuple[str, ...]
     key: Any = None
     jwks: jwt.PyJWKSet | None = None
+    remote: RemoteKeySet | None = None
 
 
-def load_keys(settings: AuthSettings) -> VerificationKeys | None:
-    """Read and check the configured key source (``None`` when authentication is off).
+def load_keys(settings: AuthSettings, *, metrics: Metrics | None = None) -> VerificationKeys | None:
+    """Read and check the configured key source (``None`` when authentication is off); a JWKS URL is
+    fetched once, blocking (failed fetches later on are counted in ``metrics``).
 
-    Raises ``ConfigError`` naming the setting when no key is configured in ``jwt`` mode, or the
-    configured one cannot be read.
+    Raises ``ConfigError`` naming the setting when no key is configured in ``jwt`` mode, the
+    configured one cannot be read, or a JWKS URL is configured beside another key source.
     """
     if settings.mode == "none":
         return None
+    if settings.jwks_url:
+        others = {
+            "auth.jwks_file": settings.jwks_file,
+            "auth.jwt_public_key_file": settings.jwt_public_key_file,
+            "auth.jwt_secret": settings.jwt_secret,
+        }
+        if set_too := [key for key, value in others.items() if value]:
+            raise ConfigError(
+                "auth.jwks_url",
+                redact_uri(settings.jwks_url),
+                f"the only key source ({', '.join(set_too)} is set too)",
+            )
+        remote = RemoteKeySet(
+            settings.jwks_url,
+            refresh_interval_s=settings.jwks_refresh_interval_s,
+            timeout_s=settings.jwks_timeout_s,
+            on_failure=None if metrics is None else metrics.jwks_fetch_failures.inc,
+        )
+        remote.load()
+        return VerificationKeys(tuple(PUBLIC_KEY_ALGORITHMS), remote=remote)
     if settings.jwks_file:
         try:
             jwks = jwt.PyJWKSet.from_dict(json.loads(Path(settings.jwks_file).read_text()))
@@ -80,16 +108,26 @@ def load_keys(settings: AuthSettings) -> VerificationKeys | None:
     raise ConfigError(
         "auth.jwt_secret",
         "<unset>",
-        "a secret (CHANGESYNC_AUTH_JWT_SECRET), a public key file or a JWKS file; "
+        "a secret (CHANGESYNC_AUTH_JWT_SECRET), a public key file or a JWKS file or URL (CHANGESYNC_AUTH_JWKS_URL); "
         'or auth.mode = "none" (CHANGESYNC_AUTH_MODE=none) to run without authentication',
     )
 
 
 class Authenticator:
-    def __init__(self, settings: AuthSettings) -> None:
+    """Checks requests' tokens against the configured keys (read, or fetched, once: here).
+
+    With ``auth.jwks_url``, run ``remote_keys.run()`` while serving to keep the keys fresh.
+    """
+
+    def __init__(self, settings: AuthSettings, *, metrics: Metrics | None = None) -> None:
         self.settings = settings
-        self.keys = load_keys(settings)
+        self.keys = load_keys(settings, metrics=metrics)
         self.enabled = self.keys is not None
+
+    @property
+    def remote_keys(self) -> RemoteKeySet | None:
+        """The JWKS URL's keys, to refresh in the background; ``None`` for any other key source."""
+        return None if self.keys is None else self.keys.remote
 
     def token_from(self, headers: Mapping[str, str], cookies: Mapping[str, str], query: Mapping[str, str]) -> str:
         settings = self.settings
@@ -113,9 +151,10 @@ class Authenticator:
         token = self.token_from(headers, cookies, query)
         try:
             key = keys.key
-            if keys.jwks is not None:
-                kid = jwt.get_unverified_header(token).get("kid")
-                key = keys.jwks[kid].key if kid else keys.jwks.keys[0].key
+            if keys.remote is not None:
+                key = keys.remote.key_for(jwt.get_unverified_header(token).get("kid"))
+            elif keys.jwks is not None:
+                key = key_for(keys.jwks, jwt.get_unverified_header(token).get("kid"))
             claims = jwt.decode(
                 token,
                 key,

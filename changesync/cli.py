@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -61,13 +60,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {key: getattr(args, key) for key in COMMANDS[args.command][1]}
-    defaults: dict[str, Any] = {}
-    if args.command == "demo":
-        # The demo mints tokens for its user: a fresh secret unless one is configured.
-        defaults["auth.jwt_secret"] = secrets.token_urlsafe(32)
-    return load_settings(
-        args.config, environ=os.environ, overrides=overrides, defaults=defaults, serving=args.command == "serve"
-    )
+    # The demo's own key (changesync.demo.with_demo_auth) replaces any key source configured.
+    return load_settings(args.config, environ=os.environ, overrides=overrides, serving=args.command == "serve")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

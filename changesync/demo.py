@@ -116,7 +116,7 @@ def with_demo_auth(settings: Settings) -> tuple[Settings, str | None]:
     if settings.auth.mode == "none":
         return settings, None
     secret = settings.auth.jwt_secret or secrets.token_urlsafe(32)
-    auth = dataclasses.replace(settings.auth, jwt_secret=secret, jwt_public_key_file="", jwks_file="")
+    auth = dataclasses.replace(settings.auth, jwt_secret=secret, jwt_public_key_file="", jwks_file="", jwks_url="")
     now = int(time.time())
     claims = {"sub": DEMO_SUBJECT, "iat": now, "exp": now + DEMO_TOKEN_LIFETIME_S}
     if auth.issuer:

@@ -3,6 +3,7 @@
     ChangesyncError
     ├── ConfigError (also ValueError)          bad configuration: names the key, the value, what was expected
     ├── AuthenticationError                    a request carries no valid token (answered with 401)
+    ├── JwksUnavailableError                   the JWKS at auth.jwks_url cannot be fetched now (``cause``)
     ├── SendTimeoutError (also TimeoutError)   a client stopped reading its stream (stream.send_timeout_s)
     ├── ResumeFailedError                      a client's position cannot be caught up (``reason``, sent in a RESYNC)
     ├── EmbeddedServerError                    the embedded database of ``changesync demo`` is missing or did not start
@@ -53,6 +54,14 @@ class AuthenticationError(ChangesyncError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class JwksUnavailableError(ChangesyncError):
+    """The identity provider's JWKS could not be fetched, or is no usable JWKS; ``cause`` says why in a few words."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
 
 
 class SendTimeoutError(ChangesyncError, TimeoutError):

@@ -55,6 +55,10 @@ class Metrics:
             "changesync_authorization_errors",
             "Access checks that could not be made (the database did not answer); the request got 503.",
         )
+        self.jwks_fetch_failures = self._counter(
+            "changesync_jwks_fetch_failures",
+            "Fetches of the JWKS at auth.jwks_url that failed; the keys fetched before stay in use.",
+        )
         self.published = self._counter(
             "changesync_published",
             "Events back-end services published (POST /flows/{flowId}/events, the ingest stream).",

@@ -19,6 +19,8 @@ from .errors import ConfigError
 # MongoDB forbids these characters in database names on every platform.
 DATABASE_NAME_PATTERN = re.compile(r'[^/\\. "$*<>:|?\x00]{1,63}')
 ORIGIN_PATTERN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?")
+# Where plain http:// is good enough for keys: this machine (a sidecar, a test server), nothing on a network.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 # HS256 keys shorter than the hash output are weak (RFC 7518 section 3.2 asks for at least 256 bits).
 MIN_SECRET_LENGTH = 32
 
@@ -69,6 +71,37 @@ class RedisUrl(Parser):
         if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
             raise self.fail(key, redact_uri(value) if isinstance(value, str) else value)
         return value
+
+
+class HttpsUrl(Parser):
+    """A URL fetched over the network: ``https://``, or plain ``http://`` to a ``LOOPBACK_HOSTS`` host."""
+
+    expected = "an https:// URL (http:// only for 127.0.0.1, ::1 or localhost), or empty"
+
+    def __call__(self, key: str, value: Any) -> str:
+        if value == "":
+            return ""
+        if not isinstance(value, str):
+            raise self.fail(key, value)
+        if not is_https_or_loopback(value):
+            try:
+                shown = redact_uri(value)
+            except ValueError:  # not even a URL: whatever precedes an "@" may be a password
+                shown = "…@" + value.rpartition("@")[2] if "@" in value else value
+            raise self.fail(key, shown)
+        return value
+
+
+def is_https_or_loopback(url: str) -> bool:
+    """Whether ``url`` is ``https://`` with a host, or ``http://`` to a host in ``LOOPBACK_HOSTS``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, _ = parts.hostname, parts.port
+    except ValueError:  # a malformed IPv6 address or port
+        return False
+    if not host:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and host in LOOPBACK_HOSTS)
 
 
 class Names(Parser):

@@ -26,6 +26,7 @@ from .parsers import (
     Boolean,
     Choice,
     DatabaseName,
+    HttpsUrl,
     Integer,
     JsonQuery,
     Names,
@@ -112,7 +113,7 @@ DEFAULT_ACCESS_QUERY = '{"_id": "{flowId}", "$or": [{"ownerId": "{sub}"}, {"memb
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
-    """Who may subscribe. ``mode = "jwt"`` (the default) needs one of the three key sources."""
+    """Who may subscribe. ``mode = "jwt"`` (the default) needs one of the four key sources."""
 
     mode: AuthMode = setting(
         "jwt", Choice("jwt", "none"), "`jwt`: every request needs a token. `none` turns authentication off."
@@ -120,6 +121,17 @@ class AuthSettings:
     jwt_secret: str = setting("", Secret(), "HS256 shared secret (at least 32 characters).", secret=True)
     jwt_public_key_file: str = setting("", Text(), "PEM public key file, for RS256/ES256 tokens.")
     jwks_file: str = setting("", Text(), "JWKS file, for RS256/ES256 tokens (the `kid` picks the key).")
+    jwks_url: str = setting(
+        "",
+        HttpsUrl(),
+        "JWKS URL of an identity provider, for RS256/ES256 tokens: fetched at start-up, cached, kept fresh.",
+    )
+    jwks_refresh_interval_s: float = setting(
+        300.0, Seconds(), "The JWKS is fetched again this often, and soon after a token names an unknown `kid`."
+    )
+    jwks_timeout_s: float = setting(
+        5.0, Seconds(), "A JWKS fetch that takes longer fails; the keys fetched last stay in use."
+    )
     issuer: str = setting("", Text(), "Required `iss` claim (not checked when empty).")
     audience: str = setting("", Text(), "Required `aud` claim (not checked when empty).")
     header: bool = setting(True, Boolean(), "Accept `Authorization: Bearer <token>`.")
@@ -340,7 +352,8 @@ def load_settings(
     the command line (``None`` values are ignored); an error names the setting's declared flag.
     ``defaults`` replace built-in defaults (the demo brings its own JWT secret). Everything is
     checked here: values, routes and their stages, the authentication key files, and with
-    ``serving`` (the service is about to start) that ``jwt`` mode has a key at all.
+    ``serving`` (the service is about to start) that ``jwt`` mode has a key at all (a JWKS URL is
+    fetched, once: an endpoint that does not answer stops the start).
     """
     environ = {} if environ is None else environ
     if config_path is None and environ.get(CONFIG_ENV):
@@ -414,6 +427,8 @@ def validate(settings: Settings, *, serving: bool = False) -> None:
     except FilterError as exc:
         raise ConfigError("routes", str(exc), "valid filter rules") from exc
     auth = settings.auth
+    # Without serving, a JWKS URL alone is not fetched (its form is checked by its parser); beside
+    # another key source it is refused either way.
     if serving or auth.jwt_secret or auth.jwt_public_key_file or auth.jwks_file:
         load_keys(auth)
 

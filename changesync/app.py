@@ -21,6 +21,7 @@ from starlette.routing import Route
 from .auth import Authenticator
 from .check import warn_about_images
 from .delivering.housekeeping import ShutdownNotice
+from .demo_page import page_routes
 from .metrics import Metrics
 from .mongo import Database, open_database, unreachable_cause
 from .parsers import redact_uri
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/schema/events.json", events_schema, methods=["GET"]),
+            *(page_routes() if settings.demo_page else []),
         ],
         middleware=middleware,
         exception_handlers={HTTPException: http_error, Exception: internal_error},

@@ -1,4 +1,5 @@
-"""``changesync demo``: the embedded database, the service, and a scripted writer, in one command.
+"""``changesync demo``: the embedded database, the service, a scripted writer and the live page
+(``changesync.demo_page``), in one command.
 
 The writer plays the flow-editor: it edits a canvas, runs an execution and streams LLM log chunks
 into MongoDB with plain PyMongo calls. It also writes things clients must never see (a private
@@ -23,6 +24,7 @@ import jwt
 
 from .app import create_app
 from .check import run_check
+from .demo_page import PAGE_PREFIX
 from .embedded import EmbeddedServer
 from .mongo import RawDatabase, open_database
 from .server import Server, make_server, tune_garbage_collection
@@ -34,15 +36,22 @@ DEMO_FLOW_ID = "demo-flow"
 DEMO_SUBJECT = "demo-user"
 DEMO_TOKEN_LIFETIME_S = 3600
 STEP_INTERVAL_S = 0.7
+# The canvas's nodes sit in this many rows, this far apart, so that the page shows them side by side.
+NODE_ROWS = 3
+ROW_SPACING = 120
 
 
 def _node(index: int) -> dict[str, Any]:
     return {
         "id": f"n{index}",
         "type": "llm" if index % 2 else "http",
-        "position": {"x": 120 * index, "y": 80},
+        "position": {"x": 120 * index, "y": 80 + ROW_SPACING * (index % NODE_ROWS)},
         "data": {"label": f"Step {index}", "credentials": {"apiKey": f"sk-demo-{index}"}},
     }
+
+
+def _edge(source: int) -> dict[str, Any]:
+    return {"id": f"e{source}", "source": f"n{source}", "target": f"n{source + 1}"}
 
 
 async def seed(database: RawDatabase, flow_id: str = DEMO_FLOW_ID) -> None:
@@ -55,7 +64,7 @@ async def seed(database: RawDatabase, flow_id: str = DEMO_FLOW_ID) -> None:
             "ownerId": DEMO_SUBJECT,
             "members": [],
             "nodes": [_node(i) for i in range(3)],
-            "edges": [{"id": "e0", "source": "n0", "target": "n1"}, {"id": "e1", "source": "n1", "target": "n2"}],
+            "edges": [_edge(0), _edge(1)],
             "viewport": {"x": 0, "y": 0, "zoom": 1},
             "secrets": {"webhookToken": "never-sent"},
             "__v": 0,
@@ -70,8 +79,11 @@ async def seed(database: RawDatabase, flow_id: str = DEMO_FLOW_ID) -> None:
     )
 
 
-async def write_forever(database: RawDatabase, flow_id: str = DEMO_FLOW_ID) -> None:
-    """Edit the canvas, run executions and stream logs, one step every ``STEP_INTERVAL_S``."""
+async def write_forever(
+    database: RawDatabase, flow_id: str = DEMO_FLOW_ID, *, step_interval_s: float = STEP_INTERVAL_S
+) -> None:
+    """Edit the canvas, run executions and stream logs, one step every ``step_interval_s``; every
+    third run adds a node and the edge to it."""
     await seed(database, flow_id)
     node_count = 3
     for run in itertools.count(1):
@@ -80,7 +92,7 @@ async def write_forever(database: RawDatabase, flow_id: str = DEMO_FLOW_ID) -> N
                 {"_id": flow_id},
                 {"$set": {f"nodes.{index}.position.x": random.randint(0, 800), "_lastEditor": "demo"}},
             )
-            await asyncio.sleep(STEP_INTERVAL_S)
+            await asyncio.sleep(step_interval_s)
         execution = await database.flow_executions.insert_one(
             {"flowId": flow_id, "run": run, "status": "running", "layers": [], "nodes": {}, "_worker": "demo-1"}
         )
@@ -100,15 +112,17 @@ async def write_forever(database: RawDatabase, flow_id: str = DEMO_FLOW_ID) -> N
                         "chunk": word + " ",
                     }
                 )
-                await asyncio.sleep(STEP_INTERVAL_S / 4)
+                await asyncio.sleep(step_interval_s / 4)
             await database.flow_executions.update_one(
                 {"_id": execution.inserted_id}, {"$set": {f"nodes.{node_id}.status": "succeeded"}}
             )
         await database.flow_executions.update_one({"_id": execution.inserted_id}, {"$set": {"status": "succeeded"}})
         if run % 3 == 0:
-            await database.flowboards.update_one({"_id": flow_id}, {"$push": {"nodes": _node(node_count)}})
+            await database.flowboards.update_one(
+                {"_id": flow_id}, {"$push": {"nodes": _node(node_count), "edges": _edge(node_count - 1)}}
+            )
             node_count += 1
-        await asyncio.sleep(STEP_INTERVAL_S)
+        await asyncio.sleep(step_interval_s)
 
 
 def with_demo_auth(settings: Settings) -> tuple[Settings, str | None]:
@@ -124,6 +138,12 @@ def with_demo_auth(settings: Settings) -> tuple[Settings, str | None]:
     if auth.audience:
         claims["aud"] = auth.audience
     return dataclasses.replace(settings, auth=auth), jwt.encode(claims, secret, algorithm="HS256")
+
+
+def page_url(settings: Settings, token: str | None) -> str:
+    """The live page's address; the token goes in the fragment, which the browser never sends."""
+    url = f"http://{settings.host}:{settings.port}{PAGE_PREFIX}"
+    return url if token is None else f"{url}#token={token}"
 
 
 def banner(settings: Settings, token: str | None, flow_id: str = DEMO_FLOW_ID) -> str:
@@ -142,6 +162,7 @@ def banner(settings: Settings, token: str | None, flow_id: str = DEMO_FLOW_ID) -
             f"  in a browser (EventSource):  {url}?access_token={token}",
             f"  watch them:  curl -N -H 'Authorization: Bearer {token}' {url}",
         ]
+    lines.append(f"  the live page (canvas, run, LLM output):  {page_url(settings, token)}")
     return "\n".join([*lines, "  Press Ctrl+C to stop.", ""])
 
 
@@ -152,7 +173,7 @@ async def run_demo(settings: Settings, *, use_embedded: bool) -> int:
         if embedded is not None:
             await asyncio.to_thread(embedded.start)
             settings = dataclasses.replace(settings, mongodb_uri=embedded.uri)
-        settings, token = with_demo_auth(settings)
+        settings, token = with_demo_auth(dataclasses.replace(settings, demo_page=True))
         report = await run_check(settings, fix=True)
         if report.failed:
             print(report.render())

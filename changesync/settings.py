@@ -232,6 +232,11 @@ class Settings:
         "Processes serving the port together (SO_REUSEPORT), to use every core; more than 1 needs hub.url.",
         flag="--workers",
     )
+    demo_page: bool = setting(
+        False,
+        Boolean(),
+        "Serve the live demo page at `/demo/` (`changesync demo` always does); open it with `#token=<JWT>&flow=<id>`.",
+    )
     stream: StreamSettings = field(default_factory=StreamSettings)
     log: LogSettings = field(default_factory=LogSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)

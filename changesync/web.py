@@ -239,7 +239,8 @@ async def internal_error(request: Request, exc: Exception) -> Response:
 
 
 class HttpGuard:
-    """Refuses over-long request targets and header blocks; adds ``SECURITY_HEADERS`` to every response."""
+    """Refuses over-long request targets and header blocks; adds ``SECURITY_HEADERS`` to every response
+    that does not set the header itself (the demo page brings its own content security policy)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -258,7 +259,9 @@ class HttpGuard:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                headers = message.get("headers", [])
+                own = {name.lower() for name, _ in headers}
+                message["headers"] = [*headers, *(header for header in SECURITY_HEADERS if header[0] not in own)]
             await send(message)
 
         if refusal is not None:

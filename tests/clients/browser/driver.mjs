@@ -1,7 +1,8 @@
-// Drives headless Chromium for tests/clients/test_browser.py, one JSON request per stdin line:
+// Drives headless Chromium for tests/clients/test_browser.py and test_demo_page.py, one JSON request per stdin line:
 //   {"id": 1, "method": "goto", "url": "..."}            -> {"id": 1, "result": null}
 //   {"id": 2, "method": "evaluate", "expression": "..."}  -> {"id": 2, "result": <JSON value>}
-//   {"id": 3, "method": "close"}
+//   {"id": 3, "method": "screenshot", "path": "..."}      -> {"id": 3, "result": null} (a PNG of the whole page)
+//   {"id": 4, "method": "close"}
 // Page console messages and errors are reported as {"event": "console" | "pageerror", "text": "..."}.
 // Usage: node driver.mjs <node_modules dir holding playwright-core> <chromium> <user data dir>
 import { createRequire } from "node:module";
@@ -32,13 +33,16 @@ send({ event: "ready", version: context.browser()?.version() ?? chromium.name() 
 
 for await (const line of createInterface({ input: process.stdin })) {
   if (!line.trim()) continue;
-  const { id, method, url, expression } = JSON.parse(line);
+  const { id, method, url, expression, path } = JSON.parse(line);
   try {
     if (method === "goto") {
       await page.goto(url, { waitUntil: "load" });
       send({ id, result: null });
     } else if (method === "evaluate") {
       send({ id, result: await page.evaluate(expression) });
+    } else if (method === "screenshot") {
+      await page.screenshot({ path, fullPage: true });
+      send({ id, result: null });
     } else if (method === "close") {
       send({ id, result: null });
       break;

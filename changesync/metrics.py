@@ -51,6 +51,11 @@ class Metrics:
             "Change events that could not be processed at all (malformed, not serialisable, too large).",
             "reason",
         )
+        self.resyncs = self._counter(
+            "changesync_resyncs",
+            "RESYNC messages sent to clients, by reason (docs/protocol.md): each one a client that resumes or reloads.",
+            "reason",
+        )
         self.authorization_errors = self._counter(
             "changesync_authorization_errors",
             "Access checks that could not be made (the database did not answer); the request got 503.",

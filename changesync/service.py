@@ -157,6 +157,7 @@ def build_service(
         snapshot_on_connect=stream.snapshot_on_connect,
         catch_up_timeout_s=stream.catch_up_timeout_s,
         publishable=frozenset(settings.publish.event_types),
+        metrics=metrics,
     )
     auth = settings.auth
     authorizer = Authorizer(
@@ -174,6 +175,7 @@ def build_service(
         heartbeat_interval_s=stream.heartbeat_interval_s,
         access_check_interval_s=auth.cache_ttl_s,
         retry_ms=stream.retry_ms,
+        metrics=metrics,
     )
     background["changesync-housekeeping"] = housekeeping.run
     return Service(

@@ -277,6 +277,7 @@ class SlowConsumers:
 
     def cut(self, subscriber: Subscriber) -> None:
         self.metrics.clients_disconnected_slow.inc()
+        self.metrics.labelled(self.metrics.resyncs, "slow-consumer").inc()
         self._rare.warning("slow-consumer", "disconnected a slow client of flow %s", subscriber.flow_id)
 
 

@@ -10,6 +10,7 @@ import time
 from ..auth import Authorizer, Principal
 from ..frames import position_frame, resync_frame
 from ..hub import Hub
+from ..metrics import Metrics
 from .broadcast import Subscriber
 from .stream import OpenStreams
 
@@ -47,8 +48,10 @@ class Housekeeping:
         heartbeat_interval_s: float,
         access_check_interval_s: float,
         retry_ms: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.hub = hub
+        self.metrics = Metrics() if metrics is None else metrics
         self.authorizer = authorizer
         self.streams = streams
         self.shutdown = shutdown
@@ -95,6 +98,7 @@ class Housekeeping:
                 subscriber.close(
                     "token-expired", resync_frame(subscriber.flow_id, "token-expired", retry_ms=self.retry_ms)
                 )
+                self.metrics.labelled(self.metrics.resyncs, "token-expired").inc()
 
     async def close_revoked(self) -> None:
         """Ask again, for every subject and flow with open streams, and end those no longer allowed."""
@@ -112,3 +116,4 @@ class Housekeeping:
                 farewell = resync_frame(flow_id, "access-revoked")
                 for subscriber in subscribers:
                     subscriber.close("access-revoked", farewell)
+                self.metrics.labelled(self.metrics.resyncs, "access-revoked").inc(len(subscribers))

@@ -28,6 +28,7 @@ from ..codec import decode_token, parse_event_id
 from ..errors import ResumeFailedError, SourceError, TokenRejectedError
 from ..frames import Frame, comment, resync_frame
 from ..hub import Clock, Hub
+from ..metrics import Metrics
 from ..resync import reason_for_catch_up_error
 from .broadcast import Subscriber
 from .snapshot import Snapshots
@@ -78,9 +79,11 @@ class Joins:
         snapshot_on_connect: bool,
         catch_up_timeout_s: float,
         publishable: frozenset[str] = frozenset(),
+        metrics: Metrics | None = None,
     ) -> None:
         """``publishable``: the event types back-end services may publish (not in the oplog)."""
         self.hub = hub
+        self.metrics = Metrics() if metrics is None else metrics
         self.publishable = publishable
         self.history = history
         self.snapshots = snapshots
@@ -138,6 +141,7 @@ class Joins:
                 plan.resync_reason = exc.reason
                 plan.snapshot = plan.snapshot or plan.snapshot_after_resync
         if plan.resync_reason is not None:
+            self.metrics.labelled(self.metrics.resyncs, plan.resync_reason).inc()
             yield resync_frame(subscriber.flow_id, plan.resync_reason, event_id=self.hub.position).data
         if plan.snapshot:
             yield await self.snapshots.take(subscriber)

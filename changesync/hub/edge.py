@@ -246,11 +246,14 @@ class RedisHub:
 
     def _announce(self, reason: str, identifier: str) -> None:
         self.broker.announce(lambda flow_id: resync_frame(flow_id, reason, event_id=identifier))
+        self.metrics.labelled(self.metrics.resyncs, reason).inc(self.broker.subscriber_count)
 
     def _cut(self, subscribers: Iterator[Subscriber]) -> None:
+        interrupted = self.metrics.labelled(self.metrics.resyncs, "interrupted")
         for subscriber in subscribers:
             farewell = resync_frame(subscriber.flow_id, "interrupted", retry_ms=self.retry_ms)
             subscriber.close("interrupted", farewell)
+            interrupted.inc()
 
     async def _on_frame(self, feed: Feed, received: Received) -> None:
         if _stream_order(received.stream_id) <= _stream_order(feed.last_stream_id):

@@ -100,6 +100,7 @@ class LocalHub:
         self.replay.forget(self._seq)
         position = self.position
         self.broker.announce(lambda flow_id: resync_frame(flow_id, reason, event_id=position))
+        self.metrics.labelled(self.metrics.resyncs, reason).inc(self.broker.subscriber_count)
 
     async def subscribe(
         self,

@@ -13,7 +13,7 @@ import jsonpatch
 import pytest
 
 from changesync.codec import encode_token
-from harness import EventStream, run_service, service_settings
+from harness import EventStream, metric, run_service, service_settings
 
 flow_numbers = itertools.count()
 
@@ -105,8 +105,10 @@ class TestResume:
             assert await seqs_until(resumed, 1) == [0, 1]
 
     async def test_invalid_id_gets_resync_then_snapshot(self, service, database):
-        """A garbled Last-Event-ID is answered with RESYNC (not an error page), then a snapshot and live events."""
+        """A garbled Last-Event-ID is answered with RESYNC (not an error page), then a snapshot and live
+        events; the RESYNC is counted by its reason."""
         flow = new_flow()
+        before = await metric(service, "changesync_resyncs_total", reason="invalid-id")
         async with EventStream(service.events_url(flow), headers={"Last-Event-ID": "not-an-id"}) as stream:
             assert stream.status_code == 200
             resync = await stream.next()
@@ -114,6 +116,7 @@ class TestResume:
             assert (await stream.next()).event == "SNAPSHOT"
             await log_chunks(database, flow, [0])
             assert await seqs_until(stream, 0) == [0]
+        assert await metric(service, "changesync_resyncs_total", reason="invalid-id") == before + 1
 
     async def test_foreign_position_gets_resync(self, service):
         """A well-formed id for a position this deployment never had is a RESYNC, never a silent gap."""

@@ -295,7 +295,9 @@ async def test_redis_restarted_without_persistence(mongo_backend, database_name,
             await writer.log(FLOW)
         await writer.end()
         await until(lambda: tab.done.is_set(), "the end marker")
+        interrupted = await metric(service, "changesync_resyncs_total", reason="interrupted")
     assert down["status"] == "not-ready" and down["checks"]["redisConnected"] is False
+    assert interrupted >= 1, "the clients cut off by the new epoch are counted"
     assert "Connect" in down.get("lastError", "") or "onnection" in down.get("lastError", ""), down
     assert_complete(tab, writer)
     assert any(resync["reason"] == "interrupted" for resync in tab.resyncs), "the client was cut off and resumed"

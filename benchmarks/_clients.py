@@ -5,6 +5,7 @@ every ``"t0":`` in the data it reads the writer's ``time.time_ns()`` stamp (19 d
 quoted: changesync turns integers beyond 2^53 into strings) and records ``now - t0``. No SSE parser,
 no JSON decoding, no HTTP library: the clients must cost far less than the server they measure.
 
+The process connects to ``config["port"]``, or round-robin to the servers of ``config["ports"]``.
 Protocol with the parent, over a ``multiprocessing`` pipe:
 ``("ready", connect_stats)`` once every client got its response headers (or failed); then the parent
 sends ``("window", start_ns, end_ns, linger_s)``; deliveries that arrive inside the window are
@@ -152,20 +153,19 @@ async def _run(config: dict[str, Any], conn: Connection) -> None:
     loop = asyncio.get_running_loop()
     stats = Stats()
     readers: list[SseReader] = []
+    ports_of: dict[SseReader, int] = {}
     semaphore = asyncio.Semaphore(config.get("connect_concurrency", 100))
     failures: dict[str, int] = {}
     started = time.perf_counter()
     separator = FRAME_ENDS[config.get("line_end", "lf")]
 
-    async def connect(path: str) -> None:
+    async def connect(path: str, port: int) -> None:
         request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
         async with semaphore:
             done: asyncio.Future[int] = loop.create_future()
             try:
                 _, reader = await asyncio.wait_for(
-                    loop.create_connection(
-                        lambda: SseReader(request, stats, done, separator), "127.0.0.1", config["port"]
-                    ),
+                    loop.create_connection(lambda: SseReader(request, stats, done, separator), "127.0.0.1", port),
                     timeout=30,
                 )
                 status = await asyncio.wait_for(done, timeout=30)
@@ -178,8 +178,11 @@ async def _run(config: dict[str, Any], conn: Connection) -> None:
                     reader.transport.close()
                 return
             readers.append(reader)
+            ports_of[reader] = port
 
-    await asyncio.gather(*(connect(path) for path in config["paths"]))
+    # Client i connects to ports[i % len(ports)]: several servers share the clients evenly.
+    ports = config.get("ports") or [config["port"]]
+    await asyncio.gather(*(connect(path, ports[index % len(ports)]) for index, path in enumerate(config["paths"])))
     stats.closed_early = 0
     conn.send(
         (
@@ -199,6 +202,9 @@ async def _run(config: dict[str, Any], conn: Connection) -> None:
     until = (stats.window_end - time.time_ns()) / 1e9 + linger_s
     await asyncio.sleep(max(0.0, until))
     per_client = sorted(reader.per_client for reader in readers)
+    per_port: dict[int, int] = {}
+    for reader, port in ports_of.items():
+        per_port[port] = per_port.get(port, 0) + reader.per_client
     latencies = stats.latencies
     latencies.sort()
     conn.send(
@@ -217,6 +223,7 @@ async def _run(config: dict[str, Any], conn: Connection) -> None:
                 "per_client_min": per_client[0] if per_client else 0,
                 "per_client_max": per_client[-1] if per_client else 0,
                 "clients_with_nothing": sum(1 for count in per_client if count == 0),
+                "deliveries_per_port": per_port,
             },
         )
     )

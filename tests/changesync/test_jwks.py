@@ -8,7 +8,6 @@ import secrets
 import time
 
 import pytest
-from idp import IdentityProvider
 
 from changesync.auth import Authenticator
 from changesync.errors import AuthenticationError, ConfigError
@@ -16,6 +15,7 @@ from changesync.jwks import MAX_JWKS_BYTES, RemoteKeySet
 from changesync.metrics import Metrics
 from changesync.settings import AuthSettings, load_settings
 from harness import free_port
+from idp import IdentityProvider
 
 # Fetches that unknown key ids ask for, at most one per this many seconds (instead of 10 s).
 MIN_INTERVAL_S = 0.5

@@ -13,10 +13,10 @@ import time
 
 import httpx
 import pytest
-from idp import IdentityProvider
 
 from changesync.errors import ConfigError
 from harness import EventStream, free_port, metric, run_service, service_settings
+from idp import IdentityProvider
 
 FLOW = "alices-flow"
 

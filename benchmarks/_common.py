@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import copy
@@ -44,6 +45,17 @@ SERVER_START_TIMEOUT_S = 30.0
 
 
 # --- the machine -------------------------------------------------------------------------------
+
+
+def benchmark_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The command line every benchmark shares: ``--smoke``, ``--results-dir`` and ``--results-name``."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a run of a few seconds that checks the benchmark works")
+    parser.add_argument(
+        "--results-dir", type=Path, default=None, help="write the JSON here (default benchmarks/results)"
+    )
+    parser.add_argument("--results-name", default=name, help="write benchmarks/results/NAME.json")
+    return parser
 
 
 def machine_info() -> dict[str, Any]:

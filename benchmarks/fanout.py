@@ -32,7 +32,6 @@ import signal
 import time
 import traceback
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
@@ -47,6 +46,7 @@ from ._common import (
     ChildServer,
     CpuMeter,
     CpuPlan,
+    benchmark_parser,
     histogram_delta,
     http_get,
     parse_histogram,
@@ -626,12 +626,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.fanout", description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="a run of a few seconds that checks the benchmark works")
-    parser.add_argument(
-        "--results-dir", type=Path, default=None, help="write the JSON here (default benchmarks/results)"
-    )
-    parser.add_argument("--results-name", default="fanout", help="write benchmarks/results/NAME.json")
+    parser = benchmark_parser("fanout", __doc__ or "")
     parser.add_argument("--rate", type=float, default=200.0, help="writes per second in rate scenarios")
     parser.add_argument("--low-rate", type=float, default=20.0, help="writes per second in sustainable-load scenarios")
     parser.add_argument("--window-s", type=float, default=None, help="measured seconds per scenario (default 6)")

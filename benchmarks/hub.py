@@ -57,7 +57,6 @@ import signal
 import socket
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -70,6 +69,7 @@ from ._common import (
     ChildServer,
     CpuMeter,
     CpuPlan,
+    benchmark_parser,
     histogram_delta,
     http_get,
     parse_histogram,
@@ -823,12 +823,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.hub", description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="a run of a few seconds that checks the benchmark works")
-    parser.add_argument(
-        "--results-dir", type=Path, default=None, help="write the JSON here (default benchmarks/results)"
-    )
-    parser.add_argument("--results-name", default="hub", help="write benchmarks/results/NAME.json")
+    parser = benchmark_parser("hub", __doc__ or "")
     parser.add_argument(
         "--offered", type=float, default=DEFAULT_OFFERED_PER_S, help="deliveries/s asked in load scenarios"
     )

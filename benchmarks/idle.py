@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 from changesync.embedded import EmbeddedServer, free_port
@@ -36,6 +35,7 @@ from ._common import (
     ChildServer,
     CpuMeter,
     CpuPlan,
+    benchmark_parser,
     http_get,
     print_table,
     raise_fd_limit,
@@ -280,12 +280,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.idle", description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="a run of a few seconds that checks the benchmark works")
-    parser.add_argument(
-        "--results-dir", type=Path, default=None, help="write the JSON here (default benchmarks/results)"
-    )
-    parser.add_argument("--results-name", default="idle", help="write benchmarks/results/NAME.json")
+    parser = benchmark_parser("idle", __doc__ or "")
     parser.add_argument("--clients", type=int, default=None, help="idle connections (default 10,000; smoke 50)")
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy (short interval)")
     parser.add_argument(

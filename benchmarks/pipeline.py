@@ -15,7 +15,6 @@ hub's replay buffer), and the baseline: the raw change through ``json.dumps(defa
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import gc
@@ -25,7 +24,6 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -41,7 +39,7 @@ from changesync.settings import load_settings
 from filters import Drop
 
 from . import samples
-from ._common import print_table, write_results
+from ._common import benchmark_parser, print_table, write_results
 
 TARGET_EVENTS_PER_S = 30_000
 # One timed round lasts about this long; the figure is the median round.
@@ -148,12 +146,7 @@ def rate(function: Callable[[], Any], *, seconds: float, round_s: float) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="a run of a few seconds that checks the benchmark works")
-    parser.add_argument(
-        "--results-dir", type=Path, default=None, help="write the JSON here (default benchmarks/results)"
-    )
-    parser.add_argument("--results-name", default="pipeline", help="write benchmarks/results/NAME.json")
+    parser = benchmark_parser("pipeline", __doc__ or "")
     parser.add_argument("--seconds", type=float, default=None, help="timed seconds per measurement (default 2)")
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else (0.05 if args.smoke else 2.0)

@@ -7,10 +7,11 @@ For each typical event (``benchmarks.samples``), the service's path as ``Produce
 the live ``Pipeline.process_all`` with the default routes → encoding (``producing.encode``).
 Updates are measured on a sequence of consecutive updates of one document (``samples.update_sequence``: a node dragged,
 a run progressing), which is how the cache sees them, and apart for first updates of documents
-never seen before. Also, each step alone on the typical event (conversion and filtering without the
-cache), the service's whole ``Producer.on_change`` with no subscribers (adds metrics and the
-hub's replay buffer), and the baseline: the raw change through ``json.dumps(default=str)`` /
-``orjson.dumps`` with no filtering at all.
+never seen before; the same sequence without the document cache (every update filtered in full)
+gives the ratio the cache and the filtered-document memo make, in the same run. Also, each step
+alone on the typical event (conversion and filtering without the cache), the service's whole
+``Producer.on_change`` with no subscribers (adds metrics and the hub's replay buffer), and the
+baseline: the raw change through ``json.dumps(default=str)`` / ``orjson.dumps`` with no filtering.
 """
 
 from __future__ import annotations
@@ -108,6 +109,13 @@ def check_output(name: str, change: dict[str, Any], sequence: list[dict[str, Any
     cached, uncached = producer(), producer(document_cache=False)
     for index, step in enumerate(sequence[:EQUIVALENCE_CHECKS]):
         assert frames_of(cached, step) == frames_of(uncached, step), f"{name}: update {index} differs with the cache"
+    if change["operationType"] == "update":
+        # First updates too: the cache then keeps the image, and the memo the projection, of each.
+        cold_cached, cold_uncached = first_updates(change, cached.drafts), first_updates(change, uncached.drafts)
+        for index in range(EQUIVALENCE_CHECKS // 10):
+            assert [draft.payload for draft in cold_cached()] == [draft.payload for draft in cold_uncached()], (
+                f"{name}: first update {index} differs with the cache"
+            )
     return {
         "frames": len(frames),
         "frame_bytes": len(frames[0]),
@@ -170,13 +178,14 @@ def main(argv: list[str] | None = None) -> int:
             for event in processed:
                 change_draft(event, max_bytes=1 << 20)[0].framed(position)
 
-        warm, cold, on_change = producer(), producer(), producer()
+        warm, cold, on_change, full = producer(), producer(), producer(), producer(document_cache=False)
         timed = {"seconds": seconds, "round_s": round_s}
         measured = {
             "convert": rate(lambda change=change: to_change_event(change), **_part(timed)),
             "filter": rate(functools.partial(pipeline.process_all, converted), **_part(timed)),
             "encode": rate(encode_only, **_part(timed)),
             "changesync": rate(cycling(sequence, functools.partial(frames_of, warm)), **timed),
+            "changesync_without_cache": rate(cycling(sequence, functools.partial(frames_of, full)), **_part(timed, 2)),
             "changesync_first_update": rate(
                 first_updates(change, functools.partial(frames_of, cold))
                 if is_update
@@ -192,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             **shape,
             "events_per_s": {key: round(value["per_s"]) for key, value in measured.items()},
             "microseconds_per_event": {key: round(1e6 / value["per_s"], 2) for key, value in measured.items()},
+            "ratio_cache_vs_without": round(total / measured["changesync_without_cache"]["per_s"], 3),
             "ratio_changesync_vs_json": round(total / measured["baseline_json"]["per_s"], 3),
             "ratio_changesync_vs_orjson": round(total / measured["baseline_orjson"]["per_s"], 3),
             "target_met": total >= TARGET_EVENTS_PER_S,
@@ -204,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                 measured["filter"]["per_s"],
                 measured["encode"]["per_s"],
                 measured["changesync_first_update"]["per_s"],
+                measured["changesync_without_cache"]["per_s"],
                 total,
+                f"{total / measured['changesync_without_cache']['per_s']:.2f}",
                 measured["producer_on_change"]["per_s"],
                 measured["baseline_json"]["per_s"],
                 measured["baseline_orjson"]["per_s"],
@@ -223,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             "filter",
             "encode",
             "1st update",
+            "no cache",
             "changesync",
+            "cache x",
             "on_change",
             "json.dumps",
             "orjson",

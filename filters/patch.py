@@ -13,6 +13,8 @@ Python finds equal (``1``, ``1.0``, ``True``) are not told apart.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress
+from operator import is_, is_not
 from typing import Any, Final
 
 from .errors import InvalidPatchError, PatchConflictError
@@ -68,6 +70,12 @@ def _diff_member(old: Any, new: Any, path: str, operations: list[PatchOperation]
 
 
 def _diff_dict(before: dict[str, Any], after: dict[str, Any], path: str, operations: list[PatchOperation]) -> None:
+    if len(before) == len(after) and all(map(is_, before, after)):
+        # The same names in the same order (a copy with some members replaced): the members that
+        # are not the very same objects are found in one C-level pass, in ``after``'s order.
+        for name in compress(after, map(is_not, before.values(), after.values())):
+            _diff_member(before[name], after[name], f"{path}/{escape_token(name)}", operations)
+        return
     if before.keys() != after.keys():
         for name in before:
             if name not in after:
@@ -86,6 +94,12 @@ def _diff_list(before: list[Any], after: list[Any], path: str, operations: list[
     # Equal runs at both ends are skipped, so removing or inserting one element of a long array is one
     # operation, not a replace of every element after it.
     start, end_before, end_after = 0, len(before), len(after)
+    if end_before == end_after:
+        # Nothing to add or remove: every element that is not the very same object is compared in
+        # place (skipping equal runs at the ends would give the same operations).
+        for index in compress(range(end_after), map(is_not, before, after)):
+            _diff_member(before[index], after[index], f"{path}/{index}", operations)
+        return
     while (
         start < end_before
         and start < end_after

@@ -13,6 +13,8 @@ is replaced by ``None``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import compress
+from operator import is_, is_not
 from typing import Any, Final
 
 from .paths import WILDCARD, is_array_index, update_key_components
@@ -307,6 +309,10 @@ def project_successor(after: Document, before: Document, shown_before: Document,
 def _share_dict(
     document: dict[str, Any], state: State, reference: dict[str, Any], reference_shown: dict[str, Any], *, exact: bool
 ) -> dict[str, Any]:
+    if exact and len(document) == len(reference) and all(map(is_, document, reference)):
+        shared = _succeed_dict(document, state, reference, reference_shown)
+        if shared is not None:
+            return shared
     names = state.names
     other = state.other_name
     hides_underscore = state.hides_underscore
@@ -332,6 +338,8 @@ def _share_dict(
 def _share_list(
     array: list[Any], state: State, reference: list[Any], reference_shown: list[Any], *, exact: bool
 ) -> list[Any]:
+    if exact and len(array) == len(reference) == len(reference_shown):
+        return _succeed_list(array, state, reference, reference_shown)
     indices = state.indices
     other = state.other_index
     common = min(len(reference), len(reference_shown))
@@ -348,6 +356,47 @@ def _share_list(
         following = indices.get(position, other) if indices else other
         shown = _share_value(value, following, old, old_shown, exact)
         projected.append(None if shown is ABSENT else shown)
+    return projected
+
+
+def _succeed_dict(
+    document: dict[str, Any], state: State, reference: dict[str, Any], reference_shown: dict[str, Any]
+) -> dict[str, Any] | None:
+    """``_share_dict`` by identity when ``document`` has the names of ``reference`` in the same order.
+
+    The members that are not the very objects of ``reference`` are found in one C-level pass and
+    projected again; the others keep their projections. ``None`` when a member that was hidden shows
+    now: it would have to be inserted in the middle, so the caller walks the whole level.
+    """
+    changed = list(compress(document, map(is_not, document.values(), reference.values())))
+    if not changed:
+        return reference_shown
+    projected = dict(reference_shown)
+    for name in changed:
+        old_shown = reference_shown.get(name, ABSENT)
+        shown = _share_value(document[name], step(state, name), reference[name], old_shown, True)
+        if shown is ABSENT:
+            if old_shown is not ABSENT:
+                del projected[name]
+        elif old_shown is ABSENT:
+            return None
+        else:
+            projected[name] = shown
+    return projected
+
+
+def _succeed_list(array: list[Any], state: State, reference: list[Any], reference_shown: list[Any]) -> list[Any]:
+    """``_share_list`` by identity for arrays of the same length (elements keep their positions)."""
+    changed = list(compress(range(len(array)), map(is_not, array, reference)))
+    if not changed:
+        return reference_shown
+    projected = list(reference_shown)
+    indices = state.indices
+    other = state.other_index
+    for position in changed:
+        following = indices.get(position, other) if indices else other
+        shown = _share_value(array[position], following, reference[position], reference_shown[position], True)
+        projected[position] = None if shown is ABSENT else shown
     return projected
 
 

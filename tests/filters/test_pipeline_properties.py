@@ -18,7 +18,18 @@ import jsonpatch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from filters import ChangeEvent, Drop, Pipeline, Route, UpdateDescription, apply_patch, apply_update, builtin
+from filters import (
+    ChangeEvent,
+    Drop,
+    Pipeline,
+    Route,
+    UpdateDescription,
+    apply_patch,
+    apply_update,
+    builtin,
+    diff,
+    visibility,
+)
 
 SETTINGS = settings(
     max_examples=200,
@@ -519,3 +530,98 @@ class TestMemo:
             assert reused == 0  # the route changes nothing: no projection stage, no memo
         else:
             assert reused >= 1
+
+
+# --- shortcuts against the full path -----------------------------------------------------------------
+
+
+def strict(value: Any) -> str:
+    """JSON with member order kept: ``True`` differs from ``1``, ``1`` from ``1.0``, and order counts."""
+    return json.dumps(value)
+
+
+def copied(value: Any) -> Any:
+    """An equal value that shares no container with ``value``, so no shortcut by identity applies."""
+    return None if value is None else json.loads(json.dumps(value))
+
+
+def strict_result(result: tuple[ChangeEvent, ...] | Drop) -> Any:
+    if isinstance(result, Drop):
+        return ("drop", result.reason, result.detail)
+    described = []
+    for published in result:
+        update = published.update_description
+        described.append(
+            (
+                published.operation,
+                published.event_type,
+                published.flow_id,
+                strict(published.full_document),
+                strict(published.full_document_before_change),
+                None if published.patch is None else strict(list(published.patch)),
+                None
+                if update is None
+                else (
+                    strict(update.updated_fields),
+                    update.removed_fields,
+                    update.truncated_arrays,
+                    sorted(update.disambiguated_paths.items()),
+                ),
+            )
+        )
+    return described
+
+
+def moved(document: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
+    """``document`` with, at times, another flow id or another visibility (a move, or going private)."""
+    document = dict(document)
+    if data.draw(st.booleans(), label="change flow"):
+        document["flowId"] = data.draw(st.sampled_from(["f1", "f2", 3]), label="flow")
+    if data.draw(st.booleans(), label="change visibility"):
+        document["visibility"] = data.draw(st.sampled_from(["team", "private"]), label="visibility")
+    return document
+
+
+class TestShortcuts:
+    @SETTINGS
+    @given(before=documents, rules=rule_sets, data=st.data())
+    def test_successor_projection_is_the_full_projection(
+        self, before: dict[str, Any], rules: Rules, data: st.DataObject
+    ) -> None:
+        """Projecting a post-image from the pre-image's projection gives the full projection, member order included."""
+        root = builtin.compile_visibility(rules.route, use_allow=True).root
+        update = describe(before, mutate(before, data), data)
+        after = apply_update(before, update)
+        shown_before = visibility.project_document(before, root)
+        successor = visibility.project_successor(after, before, shown_before, root)
+        assert strict(successor) == strict(visibility.project_document(copied(after), root))
+        assert strict(diff(shown_before, successor)) == strict(diff(copied(shown_before), copied(successor)))
+
+    @SETTINGS
+    @given(first=documents, rules=rule_sets, data=st.data())
+    def test_remembering_pipeline_matches_the_full_path(
+        self, first: dict[str, Any], rules: Rules, data: st.DataObject
+    ) -> None:
+        """Over successive updates (denied fields, arrays, removals, truncations, dotted keys, moves between
+        flows, going private and back), the shortcuts give exactly what the full path gives on copies."""
+        route = Route(
+            "c",
+            "t",
+            flow_id_path="flowId",
+            drop_when=({"visibility": "private"},),
+            deny=rules.route.deny,
+            allow=rules.route.allow,
+            deny_underscore=rules.underscore,
+        )
+        fast = Pipeline([route], memo_documents=4)
+        full = Pipeline([route])
+        before: dict[str, Any] = {"flowId": "f1", **first}
+        with mock.patch("filters.builtin.project_successor", wraps=builtin.project_successor) as successor:
+            for _ in range(data.draw(st.integers(1, 5), label="updates")):
+                update = describe(before, moved(mutate(before, data), data), data)
+                after = apply_update(before, update)
+                expected = full.process_all(update_event(copied(after), copied(before), update))
+                got = fast.process_all(update_event(after, before, update), remember=True)
+                assert strict_result(got) == strict_result(expected)
+                before = after
+        event("shortcut taken" if successor.call_count else "shortcut not taken")

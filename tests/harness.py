@@ -42,7 +42,7 @@ def service_settings(uri: str, database: str, **overrides: Any) -> Settings:
     (``auth={"mode": "jwt", ...}`` turns it on)."""
     settings = load_settings(environ={})
     sections = {
-        "stream": dataclasses.replace(settings.stream, max_await_time_ms=200, **overrides.pop("stream", {})),
+        "stream": dataclasses.replace(settings.stream, **{"max_await_time_ms": 200, **overrides.pop("stream", {})}),
         "auth": dataclasses.replace(settings.auth, **{"mode": "none", **overrides.pop("auth", {})}),
     }
     for name in ("limits", "cors", "hub", "publish"):

@@ -6,6 +6,13 @@ cluster time has been published, and the changes queued meanwhile are folded int
 the snapshot stands for them, and its id is the live position. Nothing awaits between the fold and
 the release of the subscriber.
 
+The live stream alone proves that slowly when the database is idle: by a later change, or by empty
+polls that began after the read, each as long as ``stream.max_await_time_ms``. So, beside the
+barrier, the snapshot asks the server: a short change stream with the live stream's pipeline,
+resumed after the hub's position (everything up to it is published), polled once. When it comes back
+empty, or its first change is later than the read, nothing the read holds is still to be published.
+That reads positions only; it never writes to the database.
+
 What a client receives: the ``SNAPSHOT`` first, then the queued frames that the snapshot does not
 stand for (log chunks, collections not in the snapshot) without ids, so that its last event id
 stays the snapshot's. A queued change that cannot be folded (a reset, or a change too large to
@@ -15,16 +22,19 @@ carry its document) makes the snapshot read again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from filters import ChangeEvent, Pipeline, Route
 
-from ..codec import routable_flow_id, to_plain
+from ..codec import cluster_time_of, decode_token, parse_event_id, routable_flow_id, to_plain
+from ..errors import SourceError
 from ..frames import RESYNC, SNAPSHOT, Frame, document_key, message
 from ..hub import ClusterTime, Hub
+from ..queries import watch_pipeline
 from ..routes import RouteOptions
 from .broadcast import Subscriber
 
@@ -32,6 +42,14 @@ logger = logging.getLogger(__name__)
 
 # Reads of one snapshot before changes that cannot be folded are sent as they are.
 MAX_READS = 3
+# How long the probe's one poll waits for a change: it only needs what is committed already.
+PROBE_AWAIT_MS = 1
+# What the probe reads of a change: its position and its time.
+PROBE_PROJECTION = {"$project": {"_id": 1, "clusterTime": 1}}
+
+
+class Poll(Protocol):
+    async def try_next(self) -> Mapping[str, Any] | None: ...
 
 
 class FlowReader(Protocol):
@@ -40,6 +58,10 @@ class FlowReader(Protocol):
     async def read_flow(
         self, route: Route, flow_id: str, *, limit: int, newest_first: bool
     ) -> tuple[list[dict[str, Any]], ClusterTime | None]: ...
+
+    def stream(
+        self, pipeline: Sequence[Mapping[str, Any]], **options: Any
+    ) -> contextlib.AbstractAsyncContextManager[Poll]: ...
 
 
 @dataclass(slots=True)
@@ -68,6 +90,7 @@ class Snapshots:
         self.route_options = route_options
         self.hub = hub
         self.timeout_s = timeout_s
+        self._probe_pipeline = [*watch_pipeline(list(pipeline.routes.values())), PROBE_PROJECTION]
 
     async def take(self, subscriber: Subscriber) -> bytes:
         """The snapshot of the subscriber's flow, and what follows it; the subscriber stays held."""
@@ -75,7 +98,7 @@ class Snapshots:
         for attempt in range(1, MAX_READS + 1):
             read = await self._read(subscriber)
             async with asyncio.timeout(self.timeout_s):
-                await self.hub.barrier(read.time)
+                await self._caught_up(read.time)
             # From here on nothing awaits until the caller releases the subscriber.
             # A subscriber closed meanwhile (its farewell is queued) gets what there is, at once.
             settle = attempt == MAX_READS or subscriber.closed_reason is not None
@@ -87,6 +110,41 @@ class Snapshots:
             entry["documents"] = list(read.documents[collection].values())
         payload = {"type": SNAPSHOT, "flowId": subscriber.flow_id, "collections": read.collections}
         return b"".join([message(SNAPSHOT, payload, event_id=self.hub.position), *later, *(tail or ())])
+
+    async def _caught_up(self, after: ClusterTime | None) -> None:
+        """Until every change committed at or before ``after`` was published: the hub's barrier, or
+        sooner the probe (``stream_passed``) when it proves it."""
+        barrier = self.hub.barrier(after)
+        position = self.hub.position
+        if barrier.done() or after is None or not position:
+            await barrier
+            return
+        probe = asyncio.ensure_future(self.stream_passed(position, after))
+        try:
+            await asyncio.wait((barrier, probe), return_when=asyncio.FIRST_COMPLETED)
+            if not barrier.done() and not (probe.done() and probe.result()):
+                await barrier
+        finally:
+            probe.cancel()
+            barrier.cancel()
+
+    async def stream_passed(self, position: str, after: ClusterTime) -> bool:
+        """Whether the live stream, having published everything up to the hub's ``position``, has
+        nothing at or before ``after`` still to publish. The poll begins after the read, so a change
+        the read holds is committed by then: it would be the first one after ``position``."""
+        try:
+            token = decode_token(parse_event_id(position).position)
+            async with self.reader.stream(
+                self._probe_pipeline, max_await_time_ms=PROBE_AWAIT_MS, resume_after=token, images=False
+            ) as stream:
+                change = await stream.try_next()
+        except (SourceError, ValueError) as exc:
+            logger.debug("the snapshot's probe failed (%s); waiting for the live stream", exc)
+            return False
+        if change is None:
+            return True
+        time = cluster_time_of(change)
+        return time is not None and time > after
 
     async def _read(self, subscriber: Subscriber) -> _Read:
         flow_id = subscriber.flow_id

@@ -74,6 +74,18 @@ class TestSmoke:
         assert {"ratios", "targets"} <= set(document)
 
     @needs_secantusdb
+    def test_first_paint(self, tmp_path: Path) -> None:
+        """The first-paint benchmark times the SNAPSHOT on an idle and a busy database, with and without the probe."""
+        document = run_smoke("first_paint", tmp_path)
+        scenarios = document["scenarios"]
+        assert {(s["database"], s["design"]) for s in scenarios} == {
+            (database, design) for database in ("idle", "busy") for design in ("barrier only", "probe")
+        }
+        for scenario in scenarios:
+            assert {"p50_ms", "p99_ms"} <= set(scenario["time_to_snapshot"])
+        assert {"target", "target_met"} <= set(document)
+
+    @needs_secantusdb
     def test_idle(self, tmp_path: Path) -> None:
         """The idle benchmark runs two heartbeat intervals and derives memory and heartbeat cost per connection."""
         document = run_smoke("idle", tmp_path)

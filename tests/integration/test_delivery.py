@@ -187,6 +187,77 @@ class TestSnapshot:
         stored_nodes = {str(node["_id"]) async for node in database.flow_nodes.find({"flowId": flow})}
         assert set(nodes) == stored_nodes
 
+    async def test_an_idle_database_does_not_wait_for_the_stream_to_poll(self, mongo_backend, database_name, database):
+        """With empty polls of 3 s, a fresh connection on an idle database still gets its SNAPSHOT within a
+        fraction of a poll (before, it waited for two of them), and the next write once after it."""
+        settings = service_settings(mongo_backend.uri, database_name, stream={"max_await_time_ms": 3000})
+        flow = new_flow()
+        async with run_service(settings) as service:
+            async with EventStream(service.events_url(flow, snapshot="false")) as watching:
+                await database.flow_nodes.insert_one({"_id": f"{flow}-a", "flowId": flow})
+                assert (await watching.next()).data["documentId"] == f"{flow}-a"
+            for attempt in range(3):
+                started = asyncio.get_running_loop().time()
+                async with EventStream(service.events_url(flow)) as stream:
+                    snapshot = await stream.next(timeout_s=2.0)
+                    elapsed_s = asyncio.get_running_loop().time() - started
+                    assert snapshot.event == "SNAPSHOT"
+                    assert elapsed_s < 1.0, f"the snapshot took {elapsed_s:.2f} s"
+                    documents = snapshot.data["collections"]["flow_nodes"]["documents"]
+                    assert [d["_id"] for d in documents] == [f"{flow}-a", *(f"{flow}-{i}" for i in range(attempt))]
+                    await database.flow_nodes.insert_one({"_id": f"{flow}-{attempt}", "flowId": flow})
+                    await log_chunks(database, flow, [attempt])
+                    events = [await stream.next(timeout_s=5.0), await stream.next(timeout_s=5.0)]
+                    assert [(e.event, e.data["documentId"] if e.event != "LOG_STREAM" else None) for e in events] == [
+                        ("SYNC_CANVAS", f"{flow}-{attempt}"),
+                        ("LOG_STREAM", None),
+                    ]
+
+    async def test_snapshots_under_writes_with_long_polls_miss_nothing_and_repeat_nothing(
+        self, mongo_backend, database_name, database
+    ):
+        """Connections made while writers insert and delete, with polls long enough that the snapshot
+        settles through the server's answer, not the live stream: snapshot plus events equals the store."""
+        settings = service_settings(mongo_backend.uri, database_name, stream={"max_await_time_ms": 3000})
+        flow = new_flow()
+        stop = asyncio.Event()
+
+        async def write() -> None:
+            for count in itertools.count(1):
+                if stop.is_set():
+                    return
+                await database.flow_nodes.insert_one({"flowId": flow, "n": count})
+                if count % 3 == 0:
+                    await database.flow_nodes.delete_one({"flowId": flow, "n": count - 1})
+                await asyncio.sleep(0.005)
+
+        async with run_service(settings) as service:
+            for _ in range(3):
+                stop.clear()
+                writer = asyncio.create_task(write())
+                try:
+                    await asyncio.sleep(0.1)
+                    async with EventStream(service.events_url(flow)) as stream:
+                        snapshot = await stream.next()
+                        assert snapshot.event == "SNAPSHOT"
+                        nodes = {n["_id"] for n in snapshot.data["collections"]["flow_nodes"]["documents"]}
+                        await asyncio.sleep(0.2)
+                        stop.set()
+                        await writer
+                        await log_chunks(database, flow, [0])
+                        while (event := await stream.next()).event != "LOG_STREAM":
+                            document_id = event.data["documentId"]
+                            if event.data["operation"] == "delete":
+                                nodes.remove(document_id)
+                            else:
+                                assert document_id not in nodes, "an insert folded into the snapshot came again"
+                                nodes.add(document_id)
+                finally:
+                    stop.set()
+                    await asyncio.gather(writer, return_exceptions=True)
+                stored = {str(node["_id"]) async for node in database.flow_nodes.find({"flowId": flow})}
+                assert nodes == stored
+
     async def test_snapshot_filters_like_events(self, service, database):
         """The snapshot applies the same rules: private documents and denied fields are not in it."""
         flow = new_flow()

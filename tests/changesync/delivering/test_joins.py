@@ -421,3 +421,75 @@ class TestPublishedEvents:
             back = await join(restarted, last_event_id=client.last_id, snapshot=False)
             first = await back.next()
         assert first.event == first_event
+
+
+async def published(service: Service, database: FakeDatabase, write: Any) -> None:
+    """Run ``write`` and wait until the live stream published it: the hub's clock is then at the
+    database's latest change, so a read now is not settled by the clock alone."""
+    watcher = await join(service, snapshot=False)
+    write()
+    await watcher.next()
+    watcher.close()
+
+
+class TestSnapshotBarrier:
+    """The snapshot waits until nothing its read holds is still to be published, without waiting
+    for the live stream's next empty poll when the server can prove it sooner."""
+
+    async def test_an_idle_database_answers_without_waiting_for_a_poll(self):
+        """With polls far longer than the wait allowed here, the snapshot still comes at once: the probe
+        finds nothing after the hub's position."""
+        database = FakeDatabase()
+        async with running(database, stream_max_await_time_ms="60000") as service:
+            await published(service, database, lambda: database.insert("flow_nodes", node(1)))
+            async with asyncio.timeout(1.0):
+                client = await join(service)
+            database.insert("flow_nodes", node(2))
+            snapshot, live = await client.until(2)
+        assert snapshot.event == "SNAPSHOT"
+        assert [n["_id"] for n in snapshot.data["collections"]["flow_nodes"]["documents"]] == ["n1"]
+        assert (live.event, live.data["documentId"], live.data["operation"]) == ("SYNC_CANVAS", "n2", "insert")
+
+    async def test_a_change_the_read_holds_but_the_stream_has_not_published_is_waited_for(self):
+        """A change committed before the read that the live stream has not yet published makes the probe
+        answer no: the snapshot waits for it and folds it, and it is not sent again."""
+        database = FakeDatabase()
+        async with running(database) as service:
+            await settled(service, database)
+            answers: list[bool] = []
+            snapshots = service.joins.snapshots
+            probe = snapshots.stream_passed
+
+            async def recorded(position: str, after: tuple[int, int]) -> bool:
+                answers.append(await probe(position, after))
+                return answers[-1]
+
+            snapshots.stream_passed = recorded  # type: ignore[method-assign]
+            database.insert("flow_nodes", node(1))  # no await before the join: the stream has not seen it
+            client = await join(service)
+            database.insert("flow_logs", log_chunk(1))
+            snapshot, marker = await client.until(2)
+        assert answers == [False]
+        assert [n["_id"] for n in snapshot.data["collections"]["flow_nodes"]["documents"]] == ["n1"]
+        assert marker.event == "LOG_STREAM", "the insert folded into the snapshot is not sent again"
+
+    async def test_writes_right_after_the_read_come_once_after_the_snapshot(self):
+        """A change committed after the read is later than it: the probe answers yes, and the change
+        follows the snapshot, once."""
+        database = FakeDatabase()
+        async with running(database, stream_max_await_time_ms="60000") as service:
+            await published(service, database, lambda: database.insert("flow_nodes", node(1)))
+            # After the last of the snapshot's reads (executions), so that no read of it sees the update.
+            database.after_reads["flow_executions"] = [
+                lambda: database.update("flow_nodes", "n1", set={"label": "moved"})
+            ]
+            async with asyncio.timeout(1.0):
+                client = await join(service)
+            database.insert("flow_logs", log_chunk(1))
+            messages = await client.until(2)
+            while messages[-1].event != "LOG_STREAM":
+                messages.append(await client.next())
+        snapshot, *rest = messages
+        folded = snapshot.data["collections"]["flow_nodes"]["documents"][0]["label"] == "moved"
+        updates = [m for m in rest if m.event == "SYNC_CANVAS"]
+        assert len(updates) == (0 if folded else 1), "the update is in the snapshot or after it, exactly once"

@@ -4,6 +4,11 @@ A change is encoded once, into one ``Draft`` per flow it concerns: its JSON payl
 that delivery needs to know about it (which document it is about). The hub gives each draft its id
 and makes it a ``Frame``, whose bytes then go to every subscriber of that flow. Both are plain
 values, so that they can travel between processes as they are.
+
+An update that has a patch is encoded twice, once per way of receiving updates (``?updates=``):
+in full (``document`` and ``patch``) and patch-only (``document: null``, ``patch``, ``patchOnly``).
+Both variants are made here, once per event; a subscriber only picks one of the two ready-made
+byte strings (``Frame.patch_data``). Every other frame has one variant, the same for everyone.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from filters import ChangeEvent
 from .payloads import (
     ChangePayload,
     CoalescedPayload,
+    PatchOnlyPayload,
     PatchOperation,
     ResyncPayload,
     SkippedPayload,
@@ -60,6 +66,8 @@ class Frame:
     """The hub's sequence number of the change (0: not from a hub's history, e.g. a catch-up)."""
     prev_seq: int = 0
     """The sequence number of the flow's previous frame, or an upper bound of it."""
+    patch_data: bytes = b""
+    """The message for patch-only subscribers (``document: null``); empty: the same as ``data``."""
 
     @property
     def token(self) -> str:
@@ -94,22 +102,26 @@ class Draft:
     collection: str
     operation: str
     document_key: str
+    patch_payload: bytes = b""
+    """The patch-only ``data:`` JSON of an update that has a patch; empty: ``payload`` for everyone."""
 
     def framed(self, event_id: str, *, seq: int = 0, prev_seq: int = 0) -> Frame:
-        data = b"event: " + self.event_type.encode("ascii") + b"\n"
+        head = b"event: " + self.event_type.encode("ascii") + b"\n"
         if event_id:
-            data += b"id: " + event_id.encode("ascii") + b"\n"
-        data += b"data: " + self.payload + b"\n\n"
+            head += b"id: " + event_id.encode("ascii") + b"\n"
+        head += b"data: "
+        patch_data = head + self.patch_payload + b"\n\n" if self.patch_payload else b""
         return Frame(
             self.flow_id,
             self.event_type,
-            data,
+            head + self.payload + b"\n\n",
             event_id,
             self.collection,
             self.operation,
             self.document_key,
             seq,
             prev_seq,
+            patch_data,
         )
 
 
@@ -144,8 +156,16 @@ def oversize_payload(payload: Mapping[str, Any], size: int) -> TooLargePayload:
     return cast(TooLargePayload, {**payload, "document": None, "patch": None, "tooLarge": True, "size": size})
 
 
+def patch_only_payload(payload: ChangePayload) -> PatchOnlyPayload:
+    """An update with a patch as patch-only subscribers receive it: the patch without the document."""
+    return cast(PatchOnlyPayload, {**payload, "document": None, "patchOnly": True})
+
+
 def change_draft(event: ChangeEvent, *, max_bytes: int) -> tuple[Draft, bool]:
     """The draft of a published event, and whether it had to stand for an event over ``max_bytes``.
+
+    An update with a patch (and a document) gets its patch-only variant too. When only the full
+    variant is over ``max_bytes``, patch-only subscribers still get the patch.
 
     Raises ``TypeError`` or ``ValueError`` (``orjson.JSONEncodeError``) for a document that JSON
     cannot represent.
@@ -157,8 +177,14 @@ def change_draft(event: ChangeEvent, *, max_bytes: int) -> tuple[Draft, bool]:
     too_large = size > max_bytes
     if too_large:
         encoded = orjson.dumps(oversize_payload(payload, size))
+    patch_encoded = b""
+    if payload["patch"] is not None and payload["document"] is not None:
+        patch_encoded = orjson.dumps(patch_only_payload(payload))
+        if len(patch_encoded) + MESSAGE_OVERHEAD_BYTES > max_bytes:
+            patch_encoded = b""  # the full variant, which stands for the event, for everyone
     key = document_key(event.document_id)
-    return Draft(event.flow_id, event.event_type, encoded, event.collection, event.operation, key), too_large
+    draft = Draft(event.flow_id, event.event_type, encoded, event.collection, event.operation, key, patch_encoded)
+    return draft, too_large
 
 
 def coalesced_frame(latest: Frame, count: int) -> Frame:
@@ -169,7 +195,8 @@ def coalesced_frame(latest: Frame, count: int) -> Frame:
         CoalescedPayload, {**payload, "operation": operation, "patch": None, "coalesced": count}
     )
     data = message(latest.event_type, coalesced, event_id=latest.position)
-    return dataclasses.replace(latest, data=data, operation=operation)
+    # The whole latest document stands for every patch in between, for patch-only subscribers too.
+    return dataclasses.replace(latest, data=data, operation=operation, patch_data=b"")
 
 
 def collapsed_frame(last_skipped: Frame, skipped: int) -> Frame:
@@ -180,7 +207,7 @@ def collapsed_frame(last_skipped: Frame, skipped: int) -> Frame:
         {**payload, "operation": "skipped", "documentId": None, "document": None, "patch": None, "skipped": skipped},
     )
     data = message(last_skipped.event_type, collapsed, event_id=last_skipped.position)
-    return dataclasses.replace(last_skipped, data=data, operation="skipped", document_key="")
+    return dataclasses.replace(last_skipped, data=data, operation="skipped", document_key="", patch_data=b"")
 
 
 def message(

@@ -61,10 +61,25 @@ class ChangePayload(_ChangeFields):
     operation: ChangeOperation
     documentId: DocumentId
     document: FlowDocument | None
-    """The filtered document after the change; null for deletes, and for updates whose post-image is unknown."""
+    """The filtered document after the change; null for deletes, and for updates whose post-image is unknown.
+    Never null otherwise: a non-null ``document`` is always the whole document."""
     patch: list[PatchOperation] | None
     """For updates: turns the previously published document into ``document``; null otherwise, or when the
     update cannot be expressed as a patch (then use ``document``, or refetch when that is null too)."""
+
+
+class PatchOnlyPayload(_ChangeFields):
+    """An update on a connection with ``?updates=patch``: the patch alone, to apply to the previously
+    published document. Updates without a patch arrive as a ``ChangePayload`` with the whole document
+    (``patch`` null), as on every connection."""
+
+    operation: Literal["update"]
+    documentId: DocumentId
+    document: None
+    patch: list[PatchOperation]
+    """Turns the previously published document (from the ``SNAPSHOT`` and the events since) into the new one."""
+    patchOnly: Literal[True]
+    """Marks the patch-only variant: ``document`` was left out on purpose, not because it is unknown."""
 
 
 class CoalescedPayload(_ChangeFields):
@@ -138,10 +153,16 @@ class ResyncPayload(TypedDict):
     your state; a ``SNAPSHOT`` follows when snapshots are on, otherwise reload the flow."""
 
 
-DataPayload: TypeAlias = ChangePayload | CoalescedPayload | SkippedPayload | TooLargePayload
+DataPayload: TypeAlias = ChangePayload | PatchOnlyPayload | CoalescedPayload | SkippedPayload | TooLargePayload
 """What a route's event (``SYNC_CANVAS``, ``EXECUTION_UPDATE``, ``LOG_STREAM``…) carries."""
 Payload: TypeAlias = DataPayload | SnapshotPayload | ResyncPayload
 """Any ``data:`` object of the event stream."""
 
-DATA_PAYLOADS: tuple[type[Any], ...] = (ChangePayload, CoalescedPayload, SkippedPayload, TooLargePayload)
+DATA_PAYLOADS: tuple[type[Any], ...] = (
+    ChangePayload,
+    PatchOnlyPayload,
+    CoalescedPayload,
+    SkippedPayload,
+    TooLargePayload,
+)
 CONTROL_PAYLOADS: tuple[type[Any], ...] = (SnapshotPayload, ResyncPayload)

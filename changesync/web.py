@@ -24,6 +24,9 @@ from .schema import SCHEMA_PATH
 from .settings import Settings
 from .status import Status
 
+# ?updates=: "full" sends updates with their whole document (a bare EventSource keeps a copy from
+# them alone); "patch" sends the patch without the document wherever the update has one.
+UPDATE_MODES = ("full", "patch")
 # Our ids are a few hundred characters; anything far longer is not one of ours.
 MAX_EVENT_ID_LENGTH = 4096
 # Limits on what a client may send: flow ids, tokens and ids fit easily.
@@ -91,6 +94,9 @@ async def flow_events(request: Request) -> Response | EventStream:
         snapshot = _flag(request.query_params.get("snapshot"))
     except ValueError:
         return error(400, "invalid snapshot flag", expected="true or false")
+    updates = request.query_params.get("updates", "full")
+    if updates not in UPDATE_MODES:
+        return error(400, "invalid updates mode", expected=" or ".join(UPDATE_MODES))
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
     if last_event_id is not None and len(last_event_id) > MAX_EVENT_ID_LENGTH:
         return error(400, "invalid last event id", expected=f"at most {MAX_EVENT_ID_LENGTH} characters")
@@ -118,6 +124,7 @@ async def flow_events(request: Request) -> Response | EventStream:
     except HubUnavailableError as exc:
         return error(503, "hub unavailable", detail=exc.cause, headers={"Retry-After": "1"})
     subscriber.unrestricted = principal.is_service
+    subscriber.patch_only = updates == "patch"
     subscriber.expires_at = principal.expires_at
     metrics.clients_connected.inc()
 

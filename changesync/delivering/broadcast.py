@@ -1,6 +1,8 @@
 """Subscribers stage: fan-out of encoded frames to the subscribers of each flow, in this process.
 
-A frame is encoded once per event and the same ``Frame`` is queued for every subscriber.
+A frame is encoded once per event and the same ``Frame`` is queued for every subscriber. A
+subscriber that asked for patch-only updates takes the frame's second, ready-made byte string when
+it has one (``Frame.patch_data``); nothing is encoded per subscriber.
 Queues are bounded. When one fills up, it is first compacted by each route's overflow policy
 (coalesce canvas updates of one document, collapse log chunks); if that does not free enough
 room, the subscriber is cut off and told to resync. Publishing never awaits, so one slow socket
@@ -44,6 +46,7 @@ class Subscriber:
         "held",
         "max_queue",
         "overflowed",
+        "patch_only",
         "sent_since_tick",
         "subject",
         "types",
@@ -71,6 +74,8 @@ class Subscriber:
         self.unrestricted = True
         self.expires_at: float | None = None
         """When the subscriber's credentials expire (epoch seconds), if they do."""
+        self.patch_only = False
+        """Updates with a patch arrive without their document (``?updates=patch``); read when sending."""
         self._compact = compact
         self._frames: deque[Frame] = deque()
         # Created by wait() only while it waits: an asyncio.Event per subscriber would hold a deque
@@ -148,12 +153,20 @@ class Subscriber:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def encoded(self, frame: Frame) -> bytes:
+        """The variant of ``frame`` this subscriber receives."""
+        return (frame.patch_data or frame.data) if self.patch_only else frame.data
+
     def drain(self) -> bytes:
         """Everything queued, as one chunk (several frames travel in one write)."""
-        if len(self._frames) == 1:
-            return self._frames.popleft().data
-        chunk = b"".join(frame.data for frame in self._frames)
-        self._frames.clear()
+        frames = self._frames
+        if self.patch_only:
+            chunk = b"".join(frame.patch_data or frame.data for frame in frames)
+        elif len(frames) == 1:
+            return frames.popleft().data
+        else:
+            chunk = b"".join(frame.data for frame in frames)
+        frames.clear()
         return chunk
 
     @property
@@ -287,6 +300,8 @@ def make_compactor(policies: Mapping[str, OverflowPolicy]) -> Compactor:
     ``coalesce``: queued changes of one document become one with its latest state, at the position
     of the latest change. ``collapse``: all but the newest chunks become one event that says how many
     were skipped, at the position of the last skipped one. ``keep``: never dropped.
+    A coalesced change carries the whole latest document, for patch-only subscribers too: the
+    patches in between are gone, so it has no patch-only variant.
     Positions only move forward, so the ids a client sees stay in order.
     """
 

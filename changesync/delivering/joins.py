@@ -131,7 +131,7 @@ class Joins:
         if plan.backlog:
             for frame in plan.backlog:
                 if subscriber.wants(frame.event_type):
-                    yield frame.data
+                    yield subscriber.encoded(frame)
         if plan.catch_up_from is not None and plan.clock is not None:
             try:
                 async for data in self._catch_up(subscriber, plan.catch_up_from, plan.clock, plan.catch_up_id_suffix):
@@ -158,7 +158,7 @@ class Joins:
                 ):
                     if subscriber.wants(frame.event_type):
                         sent.add(frame.token)
-                        yield frame.data
+                        yield subscriber.encoded(frame)
         except TimeoutError:
             raise ResumeFailedError("catch-up-timeout") from None
         except SourceError as exc:

@@ -100,6 +100,7 @@ class RedisPublisher:
                 draft.collection,
                 draft.operation,
                 draft.document_key,
+                draft.patch_payload,
             ]
             batch.keys += [self.keys.history(draft.flow_id), self.keys.last(draft.flow_id)]
         batch.changes += 1

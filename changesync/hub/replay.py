@@ -34,7 +34,8 @@ class ReplayBuffer:
         entries = self._flows.get(flow_id)
         prev_seq = entries[-1].seq if entries else self._let_go
         frame = dataclasses.replace(frame, prev_seq=prev_seq)
-        if self.per_flow == 0 or len(frame.data) > self.max_bytes:
+        size = _size(frame)
+        if self.per_flow == 0 or size > self.max_bytes:
             self._let_go = max(self._let_go, frame.seq)
             if entries:  # what is kept no longer reaches up to the flow's latest frame
                 self._drop_flow(flow_id)
@@ -44,7 +45,7 @@ class ReplayBuffer:
         else:
             self._flows.move_to_end(flow_id)
         entries.append(frame)
-        self.size_bytes += len(frame.data)
+        self.size_bytes += size
         if len(entries) > self.per_flow:
             self._let_go_of(entries.popleft())
         while self.size_bytes > self.max_bytes:
@@ -52,7 +53,7 @@ class ReplayBuffer:
         return frame
 
     def _let_go_of(self, frame: Frame) -> None:
-        self.size_bytes -= len(frame.data)
+        self.size_bytes -= _size(frame)
         self._let_go = max(self._let_go, frame.seq)
 
     def _drop_flow(self, flow_id: str) -> None:
@@ -83,3 +84,8 @@ class ReplayBuffer:
     @property
     def flow_count(self) -> int:
         return len(self._flows)
+
+
+def _size(frame: Frame) -> int:
+    """What a frame holds in memory: both of its variants."""
+    return len(frame.data) + len(frame.patch_data)

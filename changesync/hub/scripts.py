@@ -2,7 +2,8 @@
 
 Frames are assembled here, in Redis: a frame's id (``<position>~<epoch>.<seq>``) takes the next
 sequence number, which only Redis can hand out in order for every process of the deployment. A
-frame travels as a *blob*: a JSON header line, then the SSE message (``changesync.hub.wire``).
+frame travels as a *blob*: a JSON header line, then the SSE message, then for an update with a
+patch its patch-only message (``changesync.hub.wire``). Both messages are assembled here, once.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ return {'ok', epoch, redis.call('HGET', KEYS[2], 'token') or ''}
 # length, [5] history ttl_ms, [6] record ttl_ms, [7] flow channel prefix, [8] control channel,
 # [9] idle (1: the stream is caught up), [10] the batch's final position, [11] [12] its cluster
 # time (0 0: none), then the operations:
-#   'C', position, ct_t, ct_i, n, then n times: flow, type, payload, collection, operation, key
+#   'C', position, ct_t, ct_i, n, then n times: flow, type, payload, collection, operation, key,
+#        patch-only payload ('' when the frame has one variant)
 #   'R', reason, position
 PUBLISH_BATCH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'fenced'} end
@@ -74,11 +76,13 @@ while i <= #ARGV do
     if n > 0 then seq = seq + 1 end
     local id = position .. '~' .. epoch .. '.' .. seq
     for _ = 1, n do
-      local flow, etype, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-      local header = {flow, etype, id, ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], seq, 0, t, c}
-      i = i + 6
+      local flow, etype, payload, patch = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 6]
+      local head = 'event: ' .. etype .. '\\nid: ' .. id .. '\\ndata: '
+      local message = head .. payload .. '\\n\\n'
+      local header = {flow, etype, id, ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], seq, 0, t, c, #message}
+      i = i + 7
       header[8] = tonumber(redis.call('GET', KEYS[k + 1]) or (seq - 1))
-      local message = 'event: ' .. etype .. '\\nid: ' .. id .. '\\ndata: ' .. payload .. '\\n\\n'
+      if patch ~= '' then message = message .. head .. patch .. '\\n\\n' end
       local blob = cjson.encode(header) .. '\\n' .. message
       local sid = redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[4], '*', 'm', blob)
       redis.call('PEXPIRE', KEYS[k], ARGV[5])

@@ -1,7 +1,9 @@
 """Frames and notices as the Redis hub carries them.
 
-A frame travels as a *blob*: a JSON header line (its flow, type, id, document, sequence numbers and
-cluster time), then the SSE message itself. Flow channels carry ``<stream id> <blob>``; history
+A frame travels as a *blob*: a JSON header line (its flow, type, id, document, sequence numbers,
+cluster time and the length of its message), then the SSE message itself, then, for an update with a
+patch, its patch-only message (``Frame.patch_data``). A header without the length (ten fields) is
+of a frame with one message. Flow channels carry ``<stream id> <blob>``; history
 streams hold the blob in their entries' field ``m``. The control channel carries JSON notices:
 ``["T", epoch, id, position, t, i, idle]`` (the stream's position after a batch), ``["R", epoch,
 id, reason, seq]`` (a reset) and ``["E", epoch]`` (a new epoch).
@@ -32,8 +34,14 @@ def decode_blob(stream_id: str, blob: bytes) -> Received:
     header, separator, data = blob.partition(b"\n")
     if not separator:
         raise ValueError("a blob has a header line")
-    flow_id, event_type, identifier, collection, operation, key, seq, prev_seq, t, i = orjson.loads(header)
-    frame = Frame(flow_id, event_type, data, identifier, collection, operation, key, int(seq), int(prev_seq))
+    fields = orjson.loads(header)
+    flow_id, event_type, identifier, collection, operation, key, seq, prev_seq, t, i = fields[:10]
+    patch_data = b""
+    if len(fields) > 10 and 0 < fields[10] < len(data):
+        data, patch_data = data[: fields[10]], data[fields[10] :]
+    frame = Frame(
+        flow_id, event_type, data, identifier, collection, operation, key, int(seq), int(prev_seq), patch_data
+    )
     return Received(stream_id, frame, (int(t), int(i)) if t else None)
 
 

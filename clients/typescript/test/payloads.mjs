@@ -66,3 +66,9 @@ export const canvasSnapshot = (boardDocument, nodes = []) =>
     flow_nodes: { eventType: "SYNC_CANVAS", truncated: false, documents: nodes },
     flow_executions: { eventType: "EXECUTION_UPDATE", truncated: false, documents: [] },
   });
+
+/** An update as a patch-only connection (`?updates=patch`) receives it. */
+export const patchOnly = (collection, documentId, patch) => ({
+  ...change("SYNC_CANVAS", collection, "update", documentId, null, patch),
+  patchOnly: true,
+});

@@ -9,7 +9,7 @@ export type Payload = DataPayload | SnapshotPayload | ResyncPayload;
 /**
  * What a route's event (`SYNC_CANVAS`, `EXECUTION_UPDATE`, `LOG_STREAM`…) carries.
  */
-export type DataPayload = ChangePayload | CoalescedPayload | SkippedPayload | TooLargePayload;
+export type DataPayload = ChangePayload | PatchOnlyPayload | CoalescedPayload | SkippedPayload | TooLargePayload;
 /**
  * A document's `_id`, mapped like any other value (an ObjectId becomes a 24-character hex string).
  */
@@ -42,7 +42,7 @@ export interface ChangePayload {
   operation: "delete" | "insert" | "replace" | "update";
   documentId: DocumentId;
   /**
-   * The filtered document after the change; null for deletes, and for updates whose post-image is unknown.
+   * The filtered document after the change; null for deletes, and for updates whose post-image is unknown. Never null otherwise: a non-null `document` is always the whole document.
    */
   document: FlowDocument | null;
   /**
@@ -77,6 +77,42 @@ export interface PatchOperation {
   path: string;
   value?: unknown;
   from?: string;
+}
+/**
+ * An update on a connection with `?updates=patch`: the patch alone, to apply to the previously published document. Updates without a patch arrive as a `ChangePayload` with the whole document (`patch` null), as on every connection.
+ */
+export interface PatchOnlyPayload {
+  /**
+   * The route's event type: `SYNC_CANVAS`, `EXECUTION_UPDATE` or `LOG_STREAM` with the default routes.
+   */
+  type: string;
+  /**
+   * The flow the change belongs to.
+   */
+  flowId: string;
+  /**
+   * The MongoDB collection.
+   */
+  collection: string;
+  /**
+   * The oplog time of the write.
+   */
+  clusterTime: ClusterTime | null;
+  /**
+   * ISO-8601 UTC time of the write.
+   */
+  wallTime: string | null;
+  operation: "update";
+  documentId: DocumentId;
+  document: null;
+  /**
+   * Turns the previously published document (from the `SNAPSHOT` and the events since) into the new one.
+   */
+  patch: PatchOperation[];
+  /**
+   * Marks the patch-only variant: `document` was left out on purpose, not because it is unknown.
+   */
+  patchOnly: true;
 }
 /**
  * Several changes of one document, merged while a slow client's queue was shed: its latest state.

@@ -361,14 +361,24 @@ def board_document() -> dict[str, Any]:
     }
 
 
-# A real Chromium starts, loads the page, and follows writes through a service restart (~20 s here;
-# its set-up builds the client bundle on first use).
+# What the page's `canvas` events must say after these edits of the board (ids of nodes).
+CANVAS_CHANGES = {
+    "$set nested": {"added": [], "changed": ["n1"], "removed": []},
+    "$push": {"added": ["n2"], "changed": [], "removed": []},
+    "$pull": {"added": [], "changed": [], "removed": ["n0"]},
+}
+
+
+# A real Chromium starts, loads the page, and follows writes through a service restart (~20 s here
+# per mode; its set-up builds the client bundle on first use).
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("updates", ["patch", "full"])
 async def test_page_state_follows_mongodb_through_a_service_restart(
-    client_build, mongo_backend, database_name, database, tmp_path
+    client_build, mongo_backend, database_name, database, tmp_path, updates
 ):
     """The page's state equals MongoDB's filtered documents after each kind of edit, and again after a
-    SIGKILL and restart under continuous writes: same page load, one SNAPSHOT, no RESYNC, no gap."""
+    SIGKILL and restart under continuous writes: same page load, one SNAPSHOT, no RESYNC, no gap; with
+    patch-only updates (the client's default) and with full documents, each edit's nodes named."""
     report = await run_check(service_settings(mongo_backend.uri, database_name), fix=True)
     assert not report.failed, report.render()
     await database.flowboards.insert_one(board_document())
@@ -393,7 +403,8 @@ async def test_page_state_follows_mongodb_through_a_service_restart(
             async with Browser.launch(client_build, tmp_path / "chromium-profile") as browser:
                 page = Page(browser)
                 opened = time.monotonic()
-                await browser.call("goto", url=f"{pages.origin}/?base={service.base_url}&flow={FLOW}")
+                url = f"{pages.origin}/?base={service.base_url}&flow={FLOW}&updates={updates}"
+                await browser.call("goto", url=url)
                 first = await page.until(
                     lambda r: r["state"]["loaded"] and r["state"]["status"] == "live", "the first SNAPSHOT"
                 )
@@ -415,6 +426,9 @@ async def test_page_state_follows_mongodb_through_a_service_restart(
                     after = await page.until_matches(database, f"after {name}")
                     if after["record"]["states"] > before:  # "$set denied only" sends nothing
                         latencies_ms.append(after["record"]["lastStateAt"] - written_at * 1000)
+                    if name in CANVAS_CHANGES:
+                        change = after["record"]["canvas"][-1]
+                        assert (change["collection"], change["nodes"]) == ("flowboards", CANVAS_CHANGES[name]), name
                 figures["edit → page state latency, median / max (ms)"] = (
                     round(statistics.median(latencies_ms)),
                     round(max(latencies_ms)),
@@ -457,6 +471,11 @@ async def test_page_state_follows_mongodb_through_a_service_restart(
                 figures["browser"] = browser.version
 
                 assert final["loadedAt"] == loaded_at, "the page was reloaded"
+                if updates == "patch":
+                    assert record["patchOnly"] > 0, "no update came as a patch alone"
+                else:
+                    assert record["patchOnly"] == 0, "a full-mode page was sent a patch alone"
+                figures["page: patch-only updates"] = record["patchOnly"]
                 assert record["snapshots"] == 1, "the page needed a second SNAPSHOT: it lost its position"
                 assert record["resyncs"] == [], f"the page was told to resync: {record['resyncs']}"
                 seqs = [chunk["seq"] for chunk in final["state"]["logs"][str(run_id)]["n0"]]

@@ -1,4 +1,5 @@
 // Compiled from clients/typescript/src; written by `npm run build:demo-page`. Do not edit.
+import { DEFAULT_CANVAS_LAYOUT, canvasChange } from "./canvas.js";
 import { DEFAULT_LOG_EVENT_TYPES, FlowEventsError, documentKey, initialState, reduce, } from "./state.js";
 /** The event types of changesync's default routes. */
 export const DEFAULT_EVENT_TYPES = ["SYNC_CANVAS", "EXECUTION_UPDATE", "LOG_STREAM"];
@@ -110,12 +111,14 @@ export class FlowEvents {
     }
     // --- the connection ---------------------------------------------------------------------------
     url(token) {
-        const { baseUrl, flowId, types, snapshot } = this.options;
+        const { baseUrl, flowId, types, snapshot, updates } = this.options;
         const query = new URLSearchParams();
         if (types !== undefined)
             query.set("types", types.join(","));
         if (snapshot !== undefined)
             query.set("snapshot", String(snapshot));
+        if ((updates ?? "patch") === "patch")
+            query.set("updates", "patch");
         if (this.current.lastEventId)
             query.set("lastEventId", this.current.lastEventId);
         if (token !== undefined)
@@ -219,6 +222,7 @@ export class FlowEvents {
             return;
         }
         const lastEventId = event.lastEventId || this.current.lastEventId;
+        const previous = this.current;
         let next = reduce({ ...this.current, lastEventId }, payload, { logEventTypes: this.logEventTypes });
         if (payload.type === "SNAPSHOT" || (payload.type === "RESYNC" && !payload.resumable)) {
             this.epoch++;
@@ -229,6 +233,8 @@ export class FlowEvents {
         }
         this.update(next, false);
         this.emit(type, payload);
+        if (payload.type === "SYNC_CANVAS")
+            this.emitCanvas(payload, previous, next);
         for (const waiter of this.waiters) {
             waiter.queue.push(payload);
             waiter.wake?.();
@@ -287,7 +293,19 @@ export class FlowEvents {
             document,
             patch: null,
         };
+        const before = this.current;
         this.update(reduce(this.current, replacement, { logEventTypes: this.logEventTypes }));
+        if (type === "SYNC_CANVAS")
+            this.emitCanvas(replacement, before, this.current);
+    }
+    /** The `canvas` event: what `payload` did to the nodes and edges, from the document before and after it. */
+    emitCanvas(payload, before, after) {
+        if (payload.operation === "skipped" || !this.listeners.get("canvas")?.size)
+            return;
+        const key = documentKey(payload.documentId);
+        const { collection } = payload;
+        const change = canvasChange(collection, payload.documentId, payload.operation, before.collections[collection]?.[key], after.collections[collection]?.[key], this.options.canvasLayout ?? DEFAULT_CANVAS_LAYOUT, after.stale[collection]?.includes(key) ?? false);
+        this.emit("canvas", change);
     }
     update(state, notify = true) {
         const statusChanged = state.status !== this.current.status;

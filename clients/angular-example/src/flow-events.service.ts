@@ -15,6 +15,7 @@ import { BehaviorSubject, Observable, Subject, distinctUntilChanged, filter, map
 import {
   FlowEvents,
   documentsOf,
+  type CanvasChange,
   type DataPayload,
   type FlowDocument,
   type FlowEventsOptions,
@@ -29,6 +30,8 @@ export interface ChangesyncConfig {
   readonly getToken?: () => string | Promise<string>;
   readonly withCredentials?: boolean;
   readonly refetch?: FlowEventsOptions["refetch"];
+  /** `"patch"` (the client's default): updates come as patches applied to the copy; `"full"`: whole documents. */
+  readonly updates?: FlowEventsOptions["updates"];
 }
 
 export const CHANGESYNC_CONFIG = new InjectionToken<ChangesyncConfig>("CHANGESYNC_CONFIG");
@@ -50,6 +53,7 @@ export class FlowEventsService {
   private readonly states = new BehaviorSubject<FlowState | null>(null);
   private readonly payloads = new Subject<DataPayload>();
   private readonly resyncs = new Subject<ResyncPayload>();
+  private readonly canvasChanges = new Subject<CanvasChange>();
 
   /** Everything: documents by collection, logs, `status`, `loaded`, `stale`, `lastEventId`. */
   readonly state$: Observable<FlowState> = this.states.pipe(
@@ -70,6 +74,11 @@ export class FlowEventsService {
       edges: Object.values(collections["flow_edges"] ?? {}),
     })),
   );
+  /**
+   * What each SYNC_CANVAS event changed: the ids of the nodes and edges added, changed or removed
+   * (matched by `id`, so a reordered array is no change). For animations, undo stacks, dirty marks.
+   */
+  readonly canvasChanges$: Observable<CanvasChange> = this.canvasChanges.asObservable();
   /** EXECUTION_UPDATE: the latest run (highest ObjectId), or null before the first one. */
   readonly execution$: Observable<FlowDocument | null> = this.state$.pipe(
     map((state) => state.collections["flow_executions"]),
@@ -88,17 +97,19 @@ export class FlowEventsService {
   /** Follows `flowId` (closing the previous flow, if any). */
   open(flowId: string): void {
     this.close();
-    const { baseUrl, getToken, withCredentials, refetch } = this.config;
+    const { baseUrl, getToken, withCredentials, refetch, updates } = this.config;
     const flow = new FlowEvents({
       baseUrl,
       flowId,
       ...(getToken && { getToken }),
       ...(withCredentials !== undefined && { withCredentials }),
       ...(refetch && { refetch }),
+      ...(updates && { updates }),
     });
     flow.on("state", (state) => this.states.next(state));
     flow.on("status", () => this.states.next(flow.state));
     flow.on("RESYNC", (payload) => this.resyncs.next(payload));
+    flow.on("canvas", (change) => this.canvasChanges.next(change));
     for (const type of ["SYNC_CANVAS", "EXECUTION_UPDATE", "LOG_STREAM"] as const) {
       flow.on(type, (payload) => this.payloads.next(payload));
     }

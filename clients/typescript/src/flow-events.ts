@@ -10,6 +10,7 @@ import type {
   ResyncPayload,
   SnapshotPayload,
 } from "./generated/events.js";
+import { type CanvasChange, type CanvasLayout, DEFAULT_CANVAS_LAYOUT, canvasChange } from "./canvas.js";
 import {
   DEFAULT_LOG_EVENT_TYPES,
   FlowEventsError,
@@ -61,6 +62,15 @@ export interface FlowEventsOptions {
   readonly withCredentials?: boolean;
   /** `false`: no SNAPSHOT on a first connection; default: the server's `stream.snapshot_on_connect`. */
   readonly snapshot?: boolean;
+  /**
+   * How updates arrive (the server's `?updates=`). `"patch"` (the default): an update with a patch
+   * comes without its document (`patchOnly`) and is applied to the copy kept from the SNAPSHOT; a
+   * patch that does not apply leaves the document in `state.stale` (and refetches it, with
+   * `refetch`). `"full"`: every update also carries the whole document.
+   */
+  readonly updates?: "patch" | "full";
+  /** Where the canvas's nodes and edges live, for the `canvas` event (default `DEFAULT_CANVAS_LAYOUT`). */
+  readonly canvasLayout?: CanvasLayout;
   /** Resume from a stored position (a previous `state.lastEventId`) instead of starting with a SNAPSHOT. */
   readonly lastEventId?: string;
   /**
@@ -85,6 +95,8 @@ export interface FlowEventMap {
   SYNC_CANVAS: DataPayload;
   EXECUTION_UPDATE: DataPayload;
   LOG_STREAM: DataPayload;
+  /** After each SYNC_CANVAS event (and each refetch of a canvas document): the nodes and edges it added, changed or removed. */
+  canvas: CanvasChange;
   /** The state after each change (also after status changes). */
   state: FlowState;
   status: FlowStatus;
@@ -204,10 +216,11 @@ export class FlowEvents implements AsyncIterable<Payload> {
   // --- the connection ---------------------------------------------------------------------------
 
   private url(token: string | undefined): string {
-    const { baseUrl, flowId, types, snapshot } = this.options;
+    const { baseUrl, flowId, types, snapshot, updates } = this.options;
     const query = new URLSearchParams();
     if (types !== undefined) query.set("types", types.join(","));
     if (snapshot !== undefined) query.set("snapshot", String(snapshot));
+    if ((updates ?? "patch") === "patch") query.set("updates", "patch");
     if (this.current.lastEventId) query.set("lastEventId", this.current.lastEventId);
     if (token !== undefined) query.set("access_token", token);
     const text = query.toString();
@@ -301,6 +314,7 @@ export class FlowEvents implements AsyncIterable<Payload> {
       return;
     }
     const lastEventId = event.lastEventId || this.current.lastEventId;
+    const previous = this.current;
     let next = reduce({ ...this.current, lastEventId }, payload, { logEventTypes: this.logEventTypes });
     if (payload.type === "SNAPSHOT" || (payload.type === "RESYNC" && !(payload as ResyncPayload).resumable)) {
       this.epoch++;
@@ -310,6 +324,7 @@ export class FlowEvents implements AsyncIterable<Payload> {
     }
     this.update(next, false);
     this.emit(type, payload);
+    if (payload.type === "SYNC_CANVAS") this.emitCanvas(payload as DataPayload, previous, next);
     for (const waiter of this.waiters) {
       waiter.queue.push(payload);
       waiter.wake?.();
@@ -366,7 +381,26 @@ export class FlowEvents implements AsyncIterable<Payload> {
       document,
       patch: null,
     };
+    const before = this.current;
     this.update(reduce(this.current, replacement, { logEventTypes: this.logEventTypes }));
+    if (type === "SYNC_CANVAS") this.emitCanvas(replacement, before, this.current);
+  }
+
+  /** The `canvas` event: what `payload` did to the nodes and edges, from the document before and after it. */
+  private emitCanvas(payload: DataPayload, before: FlowState, after: FlowState): void {
+    if (payload.operation === "skipped" || !this.listeners.get("canvas")?.size) return;
+    const key = documentKey(payload.documentId);
+    const { collection } = payload;
+    const change = canvasChange(
+      collection,
+      payload.documentId,
+      payload.operation,
+      before.collections[collection]?.[key],
+      after.collections[collection]?.[key],
+      this.options.canvasLayout ?? DEFAULT_CANVAS_LAYOUT,
+      after.stale[collection]?.includes(key) ?? false,
+    );
+    this.emit("canvas", change);
   }
 
   private update(state: FlowState, notify = true): void {

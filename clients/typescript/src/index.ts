@@ -12,6 +12,14 @@ export {
   type RefetchRequest,
 } from "./flow-events.js";
 export {
+  DEFAULT_CANVAS_LAYOUT,
+  canvasChange,
+  itemChanges,
+  type CanvasChange,
+  type CanvasLayout,
+  type ItemChanges,
+} from "./canvas.js";
+export {
   DEFAULT_LOG_EVENT_TYPES,
   FlowEventsError,
   clearData,

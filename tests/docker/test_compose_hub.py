@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from pymongo import AsyncMongoClient
 
 from changesync.delivering.stream import EVENT_STREAM_HEADERS
 from changesync.settings import Settings
+from compose_projects import COMMAND_TIMEOUT_S, ComposeCommandError, ComposeProject, port_is_free
 from tabs import LogWriter, Tab, until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -210,7 +209,6 @@ HOST_PORTS = (27017, 8002)
 # The first `up` builds the image and pulls mongo, valkey and nginx.
 UP_TIMEOUT_S = 600.0
 DOWN_TIMEOUT_S = 120.0
-COMMAND_TIMEOUT_S = 60.0
 # Bounds for both instances to be ready with one watcher, and for the survivor to take the lease over.
 READY_TIMEOUT_S = 120.0
 TAKEOVER_TIMEOUT_S = 60.0
@@ -233,59 +231,8 @@ print(body.decode())
 ADDRESS_SCRIPT = "import socket; print(socket.gethostbyname(socket.gethostname()))"
 
 
-def compose_environ() -> dict[str, str]:
-    """This environment, with the default stack's CHANGESYNC_AUTH_MODE=none: the test's clients send no token."""
-    return {**os.environ, "CHANGESYNC_AUTH_MODE": "none"}
-
-
-class ComposeCommandError(RuntimeError):
-    """A docker compose command failed; carries its arguments, exit code and stderr."""
-
-    def __init__(self, command: tuple[str, ...], returncode: int | None, stderr: str) -> None:
-        super().__init__(f"docker compose {' '.join(command)} exited with {returncode}: {stderr.strip()[-2000:]}")
-        self.command = command
-        self.returncode = returncode
-        self.stderr = stderr
-
-
-@dataclass(frozen=True, slots=True)
-class ComposeProject:
-    """The `hub` profile of docker-compose.yml under one project name, driven through the Compose CLI."""
-
-    cli: tuple[str, ...]
-    name: str
-
-    def argv(self, *command: str) -> list[str]:
-        return [*self.cli, "--file", str(COMPOSE_FILE), "--project-name", self.name, "--profile", HUB_PROFILE, *command]
-
-    def run(self, *command: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
-        """Run a command to its end, outside the event loop (fixtures); its stdout."""
-        result = subprocess.run(
-            self.argv(*command), capture_output=True, text=True, timeout=timeout_s, env=compose_environ()
-        )
-        if result.returncode != 0:
-            raise ComposeCommandError(command, result.returncode, result.stderr)
-        return result.stdout
-
-    async def arun(self, *command: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
-        """Run a command to its end, in the event loop; its stdout."""
-        process = await asyncio.create_subprocess_exec(
-            *self.argv(*command),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=compose_environ(),
-        )
-        try:
-            async with asyncio.timeout(timeout_s):
-                stdout, stderr = await process.communicate()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        if process.returncode != 0:
-            raise ComposeCommandError(command, process.returncode, stderr.decode(errors="replace"))
-        return stdout.decode()
+class HubProject(ComposeProject):
+    """The `hub` profile of docker-compose.yml under a project name of its own."""
 
     async def readiness(self, service: str) -> dict[str, Any] | None:
         """The instance's /readyz body, or None while it cannot answer (not running, not listening)."""
@@ -305,16 +252,7 @@ class ComposeProject:
         return f"{host}:{Settings().port}"
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-async def the_watcher(project: ComposeProject, instances: tuple[str, ...], timeout_s: float) -> str:
+async def the_watcher(project: HubProject, instances: tuple[str, ...], timeout_s: float) -> str:
     """The instance that holds the watcher's lease, once every one of ``instances`` is ready and one is."""
     answers: list[dict[str, Any] | None] = []
     try:
@@ -359,12 +297,12 @@ async def write_until(stop: asyncio.Event, writer: LogWriter, flow: str) -> None
 
 
 @pytest.fixture
-def hub_stack(docker_engine, compose_cli) -> Iterator[ComposeProject]:
+def hub_stack(docker_engine, compose_cli) -> Iterator[HubProject]:
     """The `hub` profile up under a new project name (after the test: its logs printed, then down -v)."""
     for port in HOST_PORTS:
         if not port_is_free(port):
             pytest.skip(f"127.0.0.1:{port} is in use (another compose stack?), and the hub profile publishes it")
-    project = ComposeProject(compose_cli, f"{PROJECT_PREFIX}-{secrets.token_hex(3)}")
+    project = HubProject(compose_cli, f"{PROJECT_PREFIX}-{secrets.token_hex(3)}", (HUB_PROFILE,))
     try:
         project.run("up", "--detach", "--build", PROXY_SERVICE, timeout_s=UP_TIMEOUT_S)
         yield project

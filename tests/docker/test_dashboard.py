@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +28,7 @@ from pymongo import AsyncMongoClient
 
 from changesync.metrics import Metrics
 from changesync.settings import Settings
+from compose_projects import ComposeCommandError, ComposeProject, port_is_free
 from harness import EventStream, run_service, service_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -655,49 +654,11 @@ DEFAULT_JOB = "changesync"
 # The first `up` builds the changesync image and pulls mongo, prometheus and grafana.
 UP_TIMEOUT_S = 600.0
 DOWN_TIMEOUT_S = 120.0
-COMMAND_TIMEOUT_S = 60.0
 # Bound for changesync to start (after mongo and the init job) and be scraped a few times.
 SCRAPED_TIMEOUT_S = 180.0
 POLL_INTERVAL_S = 1.0
 HTTP_TIMEOUT_S = 5.0
 LOG_TAIL_LINES = 60
-
-
-class ComposeCommandError(RuntimeError):
-    """A docker compose command failed; carries its arguments, exit code and stderr."""
-
-    def __init__(self, command: tuple[str, ...], returncode: int, stderr: str) -> None:
-        super().__init__(f"docker compose {' '.join(command)} exited with {returncode}: {stderr.strip()[-2000:]}")
-        self.command = command
-        self.returncode = returncode
-        self.stderr = stderr
-
-
-@dataclass(frozen=True, slots=True)
-class MonitoringProject:
-    """The default stack with the `monitoring` profile, under a project name of its own."""
-
-    cli: tuple[str, ...]
-    name: str
-    admin_password: str
-
-    def run(self, *command: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
-        argv = [*self.cli, "--file", str(COMPOSE_FILE), "--project-name", self.name]
-        argv += ["--profile", MONITORING_PROFILE, *command]
-        environ = {**os.environ, "CHANGESYNC_AUTH_MODE": "none", "GRAFANA_ADMIN_PASSWORD": self.admin_password}
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=environ)
-        if result.returncode != 0:
-            raise ComposeCommandError(command, result.returncode, result.stderr)
-        return result.stdout
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def poll(check: Callable[[], Any], what: str, timeout_s: float) -> Any:
@@ -717,13 +678,19 @@ def poll(check: Callable[[], Any], what: str, timeout_s: float) -> Any:
 
 
 @pytest.fixture
-def monitoring_stack(docker_engine, compose_cli) -> Iterator[MonitoringProject]:
+def monitoring_stack(docker_engine, compose_cli) -> Iterator[ComposeProject]:
     """The default stack and the `monitoring` profile up under a new project name (after the test: its
     logs printed, then down -v)."""
     for port in HOST_PORTS:
         if not port_is_free(port):
             pytest.skip(f"127.0.0.1:{port} is in use (another compose stack?), and the profile publishes it")
-    project = MonitoringProject(compose_cli, f"{PROJECT_PREFIX}-{secrets.token_hex(3)}", secrets.token_urlsafe(16))
+    admin_password = secrets.token_urlsafe(16)
+    project = ComposeProject(
+        compose_cli,
+        f"{PROJECT_PREFIX}-{secrets.token_hex(3)}",
+        (MONITORING_PROFILE,),
+        {"GRAFANA_ADMIN_PASSWORD": admin_password},
+    )
     try:
         project.run("up", "--detach", "--build", "changesync", GRAFANA_SERVICE, timeout_s=UP_TIMEOUT_S)
         yield project
@@ -757,7 +724,7 @@ class TestMonitoringProfileLive:
             assert found["meta"]["provisioned"] is True
             assert len(panels_of(found["dashboard"])) == len(panels_of(dashboard))
 
-            admin = ("admin", monitoring_stack.admin_password)
+            admin = ("admin", monitoring_stack.environ["GRAFANA_ADMIN_PASSWORD"])
             (source,) = http.get(f"{GRAFANA_URL}/api/datasources", auth=admin).json()
             health = http.get(f"{GRAFANA_URL}/api/datasources/uid/{source['uid']}/health", auth=admin)
             assert health.status_code == 200 and health.json()["status"] == "OK", health.text

@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -267,3 +267,30 @@ class ServiceProcess:
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
+
+
+StartProcess = Callable[..., Awaitable[ServiceProcess]]
+
+
+@contextlib.asynccontextmanager
+async def service_processes(uri: str, database: str, environ: Mapping[str, str]) -> AsyncIterator[StartProcess]:
+    """Yield ``start(port=None, extra=None) -> ServiceProcess``, started and ready, for a database that
+    ``changesync check --fix`` prepared; every process still running is killed at the end. ``port``
+    restarts one on the same address; ``extra`` adds to ``environ``."""
+    report = await run_check(service_settings(uri, database), fix=True)
+    assert not report.failed, report.render()
+    started: list[ServiceProcess] = []
+
+    async def start(port: int | None = None, extra: Mapping[str, str] | None = None) -> ServiceProcess:
+        process = ServiceProcess(uri, database, environ={**environ, **(extra or {})})
+        if port is not None:
+            process.port = port
+        started.append(process)
+        await process.start()
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            await process.stop()

@@ -18,9 +18,16 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
-from changesync.check import run_check
 from changesync.hub.keys import INGEST_GROUP, Keys
-from harness import EventStream, RunningService, ServiceProcess, metric, run_service, service_settings
+from harness import (
+    EventStream,
+    RunningService,
+    ServiceProcess,
+    metric,
+    run_service,
+    service_processes,
+    service_settings,
+)
 from tabs import END, LogWriter, Tab, change_stream_cursors, until
 
 # Pace of the background writers (a pause between writes, never used to wait for an outcome).
@@ -118,24 +125,12 @@ HUB_ENVIRON = {
 async def hub_processes(mongo_backend, database_name):
     """Yield ``create(redis_url, port=None, environ=None) -> ServiceProcess``, started and ready; all are
     killed after."""
-    report = await run_check(service_settings(mongo_backend.uri, database_name), fix=True)
-    assert not report.failed, report.render()
-    started: list[ServiceProcess] = []
+    async with service_processes(mongo_backend.uri, database_name, HUB_ENVIRON) as start:
 
-    async def create(redis_url: str, port: int | None = None, environ: dict[str, str] | None = None) -> ServiceProcess:
-        environ = {**HUB_ENVIRON, "CHANGESYNC_HUB_URL": redis_url, **(environ or {})}
-        process = ServiceProcess(mongo_backend.uri, database_name, environ=environ)
-        if port is not None:
-            process.port = port
-        started.append(process)
-        await process.start()
-        return process
+        async def create(redis_url: str, port: int | None = None, environ: dict[str, str] | None = None):
+            return await start(port, {"CHANGESYNC_HUB_URL": redis_url, **(environ or {})})
 
-    try:
         yield create
-    finally:
-        for process in started:
-            await process.stop()
 
 
 async def role(process: ServiceProcess) -> str | None:

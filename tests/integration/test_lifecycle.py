@@ -11,14 +11,13 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from changesync.check import run_check
-from harness import EventStream, ServiceProcess, run_service, service_settings, visible
+from harness import EventStream, StartProcess, run_service, service_processes, service_settings, visible
 from tabs import END, LogWriter, SseParser, Tab, change_stream_cursors, until
 
 # Pace of the background writers (a pause between writes, never used to wait for an outcome).
@@ -51,25 +50,10 @@ def canvas(flow_id: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def services(mongo_backend, database_name, database) -> AsyncIterator[Callable[..., Awaitable[ServiceProcess]]]:
+async def services(mongo_backend, database_name, database) -> AsyncIterator[StartProcess]:
     """Yield ``create(port=None) -> ServiceProcess`` (started and ready); every process is killed afterwards."""
-    report = await run_check(service_settings(mongo_backend.uri, database_name), fix=True)
-    assert not report.failed, report.render()
-    started: list[ServiceProcess] = []
-
-    async def create(port: int | None = None) -> ServiceProcess:
-        process = ServiceProcess(mongo_backend.uri, database_name, environ=dict(FAST_STREAM))
-        if port is not None:  # a restart on the same address
-            process.port = port
-        started.append(process)
-        await process.start()
-        return process
-
-    try:
-        yield create
-    finally:
-        for process in started:
-            await process.stop()
+    async with service_processes(mongo_backend.uri, database_name, FAST_STREAM) as start:
+        yield start
 
 
 async def read_raw(url: str, sink: SseParser, opened: asyncio.Event) -> None:

@@ -53,6 +53,9 @@ class _ChangeFields(TypedDict):
     """The oplog time of the write."""
     wallTime: str | None
     """ISO-8601 UTC time of the write."""
+    origin: NotRequired[str]
+    """The mutation id the writer stamped on this write (``[filters] origin_field``, ``meta.mutationId`` by default),
+    taken out of the document; absent when the write carried none. A client drops the echoes of its own edits by it."""
 
 
 class ChangePayload(_ChangeFields):
@@ -129,13 +132,40 @@ class SnapshotCollection(TypedDict):
     """The flow's filtered documents in this collection."""
 
 
+class SnapshotNodeLog(TypedDict):
+    """One node's log output so far, in the latest execution."""
+
+    nodeId: Any
+    """The chunks' node id (``log_node``), mapped like any other value."""
+    text: str
+    """The text of the node's chunks (``log_text``) joined, oldest first: the tail when ``truncated``."""
+    chunks: int
+    """How many chunks ``text`` joins."""
+    truncated: bool
+    """True when older chunks were left out (``log_tail_bytes``, ``snapshot_limit``): ``text`` is the tail."""
+
+
+class SnapshotLog(TypedDict):
+    """What a snapshot holds of a log collection (route with ``snapshot = "log"``): the latest execution's output
+    by node. Its chunks' events do not follow the snapshot; later chunks do, once each."""
+
+    eventType: str
+    """The event type of the collection's route (``LOG_STREAM``): later chunks arrive as this event."""
+    executionId: Any
+    """The execution (``log_execution``) of the flow's newest chunk; null when the flow has no chunk."""
+    nodes: list[SnapshotNodeLog]
+    """The execution's nodes that have output, in the order of their first chunk."""
+
+
 class SnapshotPayload(TypedDict):
     """The flow's current filtered state, consistent with the events that follow it; replaces the client's copy."""
 
     type: Literal["SNAPSHOT"]
     flowId: str
     collections: dict[str, SnapshotCollection]
-    """By collection name; collections whose route has ``snapshot = "none"`` (logs) are absent."""
+    """By collection name; collections whose route has ``snapshot = "none"`` or ``"log"`` are absent."""
+    logs: dict[str, SnapshotLog]
+    """By collection name: the collections whose route has ``snapshot = "log"`` (``flow_logs`` by default)."""
 
 
 class ResyncPayload(TypedDict):

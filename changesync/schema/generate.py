@@ -26,6 +26,8 @@ from changesync.payloads import (
     FlowDocument,
     PatchOperation,
     SnapshotCollection,
+    SnapshotLog,
+    SnapshotNodeLog,
 )
 
 from . import SCHEMA_PATH
@@ -82,7 +84,15 @@ def render_schema() -> str:
 
 
 def _classes() -> dict[str, type[Any]]:
-    every = (*DATA_PAYLOADS, *CONTROL_PAYLOADS, ClusterTime, PatchOperation, SnapshotCollection)
+    every = (
+        *DATA_PAYLOADS,
+        *CONTROL_PAYLOADS,
+        ClusterTime,
+        PatchOperation,
+        SnapshotCollection,
+        SnapshotLog,
+        SnapshotNodeLog,
+    )
     return {cls.__name__: cls for cls in every}
 
 

@@ -39,6 +39,10 @@ export interface ChangePayload {
    * ISO-8601 UTC time of the write.
    */
   wallTime: string | null;
+  /**
+   * The mutation id the writer stamped on this write (`[filters] origin_field`, `meta.mutationId` by default), taken out of the document; absent when the write carried none. A client drops the echoes of its own edits by it.
+   */
+  origin?: string;
   operation: "delete" | "insert" | "replace" | "update";
   documentId: DocumentId;
   /**
@@ -102,6 +106,10 @@ export interface PatchOnlyPayload {
    * ISO-8601 UTC time of the write.
    */
   wallTime: string | null;
+  /**
+   * The mutation id the writer stamped on this write (`[filters] origin_field`, `meta.mutationId` by default), taken out of the document; absent when the write carried none. A client drops the echoes of its own edits by it.
+   */
+  origin?: string;
   operation: "update";
   documentId: DocumentId;
   document: null;
@@ -138,6 +146,10 @@ export interface CoalescedPayload {
    * ISO-8601 UTC time of the write.
    */
   wallTime: string | null;
+  /**
+   * The mutation id the writer stamped on this write (`[filters] origin_field`, `meta.mutationId` by default), taken out of the document; absent when the write carried none. A client drops the echoes of its own edits by it.
+   */
+  origin?: string;
   /**
    * `replace` with the latest document, or `delete` when the last change deleted it.
    */
@@ -177,6 +189,10 @@ export interface SkippedPayload {
    * ISO-8601 UTC time of the write.
    */
   wallTime: string | null;
+  /**
+   * The mutation id the writer stamped on this write (`[filters] origin_field`, `meta.mutationId` by default), taken out of the document; absent when the write carried none. A client drops the echoes of its own edits by it.
+   */
+  origin?: string;
   operation: "skipped";
   documentId: null;
   document: null;
@@ -210,6 +226,10 @@ export interface TooLargePayload {
    * ISO-8601 UTC time of the write.
    */
   wallTime: string | null;
+  /**
+   * The mutation id the writer stamped on this write (`[filters] origin_field`, `meta.mutationId` by default), taken out of the document; absent when the write carried none. A client drops the echoes of its own edits by it.
+   */
+  origin?: string;
   operation: "delete" | "insert" | "replace" | "update";
   documentId: DocumentId;
   document: null;
@@ -227,10 +247,16 @@ export interface SnapshotPayload {
   type: "SNAPSHOT";
   flowId: string;
   /**
-   * By collection name; collections whose route has `snapshot = "none"` (logs) are absent.
+   * By collection name; collections whose route has `snapshot = "none"` or `"log"` are absent.
    */
   collections: {
     [k: string]: SnapshotCollection | undefined;
+  };
+  /**
+   * By collection name: the collections whose route has `snapshot = "log"` (`flow_logs` by default).
+   */
+  logs: {
+    [k: string]: SnapshotLog | undefined;
   };
 }
 /**
@@ -249,6 +275,48 @@ export interface SnapshotCollection {
    * The flow's filtered documents in this collection.
    */
   documents: FlowDocument[];
+}
+/**
+ * What a snapshot holds of a log collection (route with `snapshot = "log"`): the latest execution's output by node. Its chunks' events do not follow the snapshot; later chunks do, once each.
+ */
+export interface SnapshotLog {
+  /**
+   * The event type of the collection's route (`LOG_STREAM`): later chunks arrive as this event.
+   */
+  eventType: string;
+  /**
+   * The execution (`log_execution`) of the flow's newest chunk; null when the flow has no chunk.
+   */
+  executionId: {
+    [k: string]: unknown | undefined;
+  };
+  /**
+   * The execution's nodes that have output, in the order of their first chunk.
+   */
+  nodes: SnapshotNodeLog[];
+}
+/**
+ * One node's log output so far, in the latest execution.
+ */
+export interface SnapshotNodeLog {
+  /**
+   * The chunks' node id (`log_node`), mapped like any other value.
+   */
+  nodeId: {
+    [k: string]: unknown | undefined;
+  };
+  /**
+   * The text of the node's chunks (`log_text`) joined, oldest first: the tail when `truncated`.
+   */
+  text: string;
+  /**
+   * How many chunks `text` joins.
+   */
+  chunks: number;
+  /**
+   * True when older chunks were left out (`log_tail_bytes`, `snapshot_limit`): `text` is the tail.
+   */
+  truncated: boolean;
 }
 /**
  * The client's copy may have a gap.

@@ -137,7 +137,7 @@ def document_key(document_id: Any) -> str:
 def change_payload(event: ChangeEvent) -> ChangePayload:
     """The JSON object a client receives for a published change."""
     cluster_time = event.cluster_time
-    return {
+    payload: ChangePayload = {
         # A published event has been routed: its event type and flow id are set.
         "type": cast(str, event.event_type),
         "flowId": cast(str, event.flow_id),
@@ -149,6 +149,9 @@ def change_payload(event: ChangeEvent) -> ChangePayload:
         "clusterTime": None if cluster_time is None else {"t": cluster_time[0], "i": cluster_time[1]},
         "wallTime": event.wall_time,
     }
+    if event.origin is not None:
+        payload["origin"] = event.origin
+    return payload
 
 
 def oversize_payload(payload: Mapping[str, Any], size: int) -> TooLargePayload:

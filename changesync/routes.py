@@ -20,6 +20,7 @@ from .parsers import Boolean, Choice, Integer, Parser, Text, did_you_mean, shown
 
 EVENT_TYPE_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 COLLECTION_NAME_PATTERN = re.compile(r"[^$\x00]{1,255}")
+DOTTED_PATH_PATTERN = re.compile(r"[^.$\x00][^.\x00]*(\.[^.\x00]+)*")
 STAGE_PATH_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 SnapshotMode = Literal["one", "all", "latest", "none"]
@@ -40,6 +41,7 @@ DEFAULT_FILTERS: dict[str, Any] = {
     "drop_when": [{"visibility": "private"}, {"internal": True}],
     "deny": ["secrets", "data.credentials"],
     "deny_underscore": True,
+    "origin_field": "meta.mutationId",
 }
 
 DEFAULT_ROUTES: dict[str, dict[str, Any]] = {
@@ -78,6 +80,17 @@ class _Predicates(Parser):
         if not isinstance(value, list) or not all(isinstance(item, dict) and item for item in value):
             raise self.fail(key, value)
         return tuple(value)
+
+
+class _OriginField(Parser):
+    expected = 'a dotted field path such as "meta.mutationId", or "" for none'
+
+    def __call__(self, key: str, value: Any) -> str | None:
+        if value == "":
+            return None
+        if not isinstance(value, str) or not DOTTED_PATH_PATTERN.fullmatch(value):
+            raise self.fail(key, value)
+        return value
 
 
 class _EventType(Parser):
@@ -155,7 +168,7 @@ ROUTE_KEYS: dict[str, RouteKey] = {
         " `collapse` log chunks, or `keep`.",
     ),
 }
-FILTER_KEYS = ("drop_when", "deny", "deny_underscore")
+FILTER_KEYS = ("drop_when", "deny", "deny_underscore", "origin_field")
 
 
 def _route(name: str, table: Any, shared: Mapping[str, Any]) -> tuple[Route, RouteOptions, tuple[str, ...]]:
@@ -183,6 +196,7 @@ def _route(name: str, table: Any, shared: Mapping[str, Any]) -> tuple[Route, Rou
         deny=_StringList()("filters.deny", shared["deny"]) + read("deny"),
         allow=read("allow"),
         deny_underscore=Boolean()(f"{prefix}.deny_underscore", table.get("deny_underscore", shared["deny_underscore"])),
+        origin_field=_OriginField()("filters.origin_field", shared["origin_field"]),
     )
     options = RouteOptions(snapshot=read("snapshot"), snapshot_limit=read("snapshot_limit"), overflow=read("overflow"))
     return route, options, read("stages")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from .types import ChangeEvent, Document, PatchOperation, UpdateDescription
 
 
-def with_route(event: ChangeEvent, event_type: str, flow_id: str) -> ChangeEvent:
-    """Return ``event`` with ``event_type`` and ``flow_id`` set."""
+def with_route(event: ChangeEvent, event_type: str, flow_id: str, origin: str | None) -> ChangeEvent:
+    """Return ``event`` with ``event_type``, ``flow_id`` and ``origin`` set."""
     return ChangeEvent(
         collection=event.collection,
         operation=event.operation,
@@ -25,6 +25,7 @@ def with_route(event: ChangeEvent, event_type: str, flow_id: str) -> ChangeEvent
         event_type=event_type,
         flow_id=flow_id,
         patch=event.patch,
+        origin=origin,
     )
 
 
@@ -48,6 +49,7 @@ def with_documents(
         event_type=event.event_type,
         flow_id=event.flow_id,
         patch=event.patch,
+        origin=event.origin,
     )
 
 
@@ -68,4 +70,5 @@ def with_patch(
         event_type=event.event_type,
         flow_id=event.flow_id,
         patch=patch,
+        origin=event.origin,
     )

@@ -31,20 +31,27 @@ from .visibility import (
 
 MAX_FLOW_ID_LENGTH: Final = 256
 """Longest accepted flow id, in characters; longer values are not ids but data."""
+MAX_ORIGIN_LENGTH: Final = 128
+"""Longest accepted mutation id (``Route.origin_field``); a longer value is ignored."""
 
 _MISSING: Final[Any] = object()
 
 
 class RouteStage:
-    """Set ``event_type`` and ``flow_id``; drop the event as ``"unroutable"`` without a usable flow id.
+    """Set ``event_type``, ``flow_id`` and ``origin``; drop the event as ``"unroutable"`` without a
+    usable flow id.
 
     The flow id is read at ``route.flow_id_path`` from the first of these that has the path: the
     post-image, the pre-image, the update's ``updatedFields`` (the key itself or a parent of the path),
     the ``documentKey`` (``_id`` and shard-key fields), and finally the document id for ``"_id"``.
+
+    The origin is the mutation id at ``route.origin_field`` that this very write set: for an update,
+    in its ``updatedFields`` only (the post-image still holds the id of an earlier write); for an
+    insert or a replacement, in the document. A string or an integer; anything else is no origin.
     """
 
     name: ClassVar[str] = "route"
-    __slots__ = ("_components", "_event_type", "_path")
+    __slots__ = ("_components", "_event_type", "_origin_components", "_origin_path", "_path")
 
     def __init__(self, route: Route) -> None:
         collection = route.collection
@@ -58,6 +65,13 @@ class RouteStage:
             raise InvalidRouteError(collection, route.flow_id_path, f"bad flow_id_path: {exc}") from None
         self._path = route.flow_id_path
         self._event_type = route.event_type
+        self._origin_path = route.origin_field
+        self._origin_components: tuple[str, ...] = ()
+        if route.origin_field is not None:
+            try:
+                self._origin_components = split_dotted(route.origin_field)
+            except ValueError as exc:
+                raise InvalidRouteError(collection, route.origin_field, f"bad origin_field: {exc}") from None
 
     @property
     def event_type(self) -> str:
@@ -77,7 +91,24 @@ class RouteStage:
             return Drop("unroutable", detail=f"{self._path} missing")
         else:
             return Drop("unroutable", detail=f"{self._path} has type {type(value).__name__}")
-        return with_route(event, self._event_type, flow_id)
+        origin_path = self._origin_path
+        return with_route(
+            event, self._event_type, flow_id, None if origin_path is None else self._origin(event, origin_path)
+        )
+
+    def _origin(self, event: ChangeEvent, path: str) -> str | None:
+        if event.operation == "update":
+            update = event.update_description
+            value = _MISSING if update is None else _updated_value(update, path, self._origin_components)
+        elif event.operation in ("insert", "replace") and event.full_document is not None:
+            value = _lookup(event.full_document, self._origin_components)
+        else:
+            return None
+        if type(value) is int:
+            return str(value)
+        if type(value) is str and 0 < len(value) <= MAX_ORIGIN_LENGTH:
+            return value
+        return None
 
     def _find(self, event: ChangeEvent) -> Any:
         components = self._components
@@ -88,20 +119,9 @@ class RouteStage:
                     return value
         update = event.update_description
         if update is not None:
-            disambiguated = update.disambiguated_paths
-            if self._path not in disambiguated:
-                value = update.updated_fields.get(self._path, _MISSING)
-                if value is not _MISSING:
-                    return value
-            for key, new in update.updated_fields.items():
-                key_components = update_key_components(key, disambiguated)
-                depth = len(key_components)
-                if depth <= len(components) and all(
-                    str(part) == name for part, name in zip(key_components, components, strict=False)
-                ):
-                    value = _lookup(new, components[depth:])
-                    if value is not _MISSING:
-                        return value
+            value = _updated_value(update, self._path, components)
+            if value is not _MISSING:
+                return value
         document_key = event.document_key
         if document_key:
             value = document_key.get(self._path, _MISSING)
@@ -112,6 +132,31 @@ class RouteStage:
         if self._path == "_id":
             return event.document_id
         return _MISSING
+
+
+def _updated_value(update: UpdateDescription, path: str, components: Sequence[str]) -> Any:
+    """The value an update set at ``path``: the key itself, or inside the value set at a parent."""
+    updated = update.updated_fields
+    disambiguated = update.disambiguated_paths
+    if path not in disambiguated:
+        value = updated.get(path, _MISSING)
+        if value is not _MISSING:
+            return value
+    first = components[0]
+    for key, new in updated.items():
+        # A key's first component is its text up to the first dot, or longer (a dotted field name
+        # that disambiguatedPaths spells out): either way it cannot be ``first`` unless that text is.
+        if key.partition(".")[0] != first:
+            continue
+        key_components = update_key_components(key, disambiguated)
+        depth = len(key_components)
+        if depth <= len(components) and all(
+            str(part) == name for part, name in zip(key_components, components, strict=False)
+        ):
+            value = _lookup(new, components[depth:])
+            if value is not _MISSING:
+                return value
+    return _MISSING
 
 
 def _lookup(node: Any, components: Sequence[str]) -> Any:
@@ -210,7 +255,8 @@ def _patterns(route: Route, field: str, patterns: Any) -> list[tuple[str, ...]]:
 
 def compile_visibility(route: Route, *, use_allow: bool) -> Visibility:
     """Compile a route's ``deny``/``deny_underscore`` rules, plus its ``allow`` list if ``use_allow``."""
-    deny = _patterns(route, "deny", route.deny)
+    denied = route.deny if route.origin_field is None else (*route.deny, route.origin_field)
+    deny = _patterns(route, "deny", denied)
     allow = _patterns(route, "allow", route.allow) if use_allow and route.allow is not None else None
     try:
         return Visibility(deny, allow, deny_underscore=bool(route.deny_underscore))

@@ -42,7 +42,8 @@ class ChangeEvent:
     """One data change, as the pipeline sees it.
 
     The first group of fields comes from the change stream. The second group is filled in by the
-    pipeline's stages: ``route`` sets ``event_type`` and ``flow_id``, ``patch`` sets ``patch``.
+    pipeline's stages: ``route`` sets ``event_type``, ``flow_id`` and ``origin`` (the writer's mutation
+    id, see ``Route.origin_field``), ``patch`` sets ``patch``.
     Stages never mutate an event; they return a new one with ``dataclasses.replace``.
     """
 
@@ -59,6 +60,7 @@ class ChangeEvent:
     event_type: str | None = None
     flow_id: str | None = None
     patch: tuple[PatchOperation, ...] | None = None
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,8 @@ class Route:
     - ``allow``: when not ``None``, allow-list mode: only these path patterns (and ``_id``) pass.
     - ``deny_underscore``: remove every field whose name starts with ``_`` at any depth, except the
       top-level ``_id``.
+    - ``origin_field``: dotted path of the mutation id a writer may stamp on its writes; read into
+      ``ChangeEvent.origin`` and never published (it is denied like a ``deny`` path). ``None``: none.
     """
 
     collection: str
@@ -99,3 +103,4 @@ class Route:
     deny: tuple[str, ...] = ()
     allow: tuple[str, ...] | None = None
     deny_underscore: bool = True
+    origin_field: str | None = None

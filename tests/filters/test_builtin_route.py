@@ -1,4 +1,4 @@
-"""Tests for ``RouteStage``: event type and flow id."""
+"""Tests for ``RouteStage``: event type, flow id and origin."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from filters import ChangeEvent, Drop, InvalidRouteError, Route, RouteStage, UpdateDescription
+from filters import ChangeEvent, Drop, InvalidRouteError, Pipeline, Route, RouteStage, UpdateDescription
 
 ROUTE = Route("flowboards", "flowboard.changed")
 
@@ -114,9 +114,100 @@ class TestRouteStage:
             (Route("c", ""), "event_type must be a non-empty string"),
             (Route("c", "t", flow_id_path=""), "bad flow_id_path"),
             (Route("c", "t", flow_id_path="a..b"), "bad flow_id_path"),
+            (Route("c", "t", origin_field="meta..id"), "bad origin_field"),
         ],
     )
     def test_rejects_bad_routes(self, route: Route, message: str) -> None:
         """Route problems are reported at construction, naming the value."""
         with pytest.raises(InvalidRouteError, match=message):
             RouteStage(route)
+
+
+STAMPED = Route("flowboards", "SYNC_CANVAS", origin_field="meta.mutationId")
+
+
+class TestOrigin:
+    @pytest.mark.parametrize(
+        ("fields", "expected"),
+        [
+            ({"operation": "insert", "full_document": {"flowId": "f", "meta": {"mutationId": "m1"}}}, "m1"),
+            ({"operation": "replace", "full_document": {"flowId": "f", "meta": {"mutationId": 7}}}, "7"),
+            (
+                {
+                    "full_document": {"flowId": "f", "meta": {"mutationId": "m2"}},
+                    "update_description": UpdateDescription({"x": 1, "meta.mutationId": "m2"}),
+                },
+                "m2",
+            ),
+            (
+                {
+                    "full_document": {"flowId": "f", "meta": {"mutationId": "m3"}},
+                    "update_description": UpdateDescription({"meta": {"mutationId": "m3", "by": "a"}}),
+                },
+                "m3",
+            ),
+        ],
+    )
+    def test_the_write_that_set_it(self, fields: dict[str, Any], expected: str) -> None:
+        """The origin is the mutation id the write itself set, in the document or the update."""
+        result = RouteStage(STAMPED)(event(**fields))
+        assert isinstance(result, ChangeEvent) and result.origin == expected
+
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            # The post-image still holds the id of an earlier write: this update set none.
+            {
+                "full_document": {"flowId": "f", "meta": {"mutationId": "old"}},
+                "update_description": UpdateDescription({"x": 2}),
+            },
+            {"operation": "insert", "full_document": {"flowId": "f", "meta": {"mutationId": {"$oid": "x"}}}},
+            {"operation": "insert", "full_document": {"flowId": "f", "meta": {"mutationId": True}}},
+            {"operation": "insert", "full_document": {"flowId": "f", "meta": {"mutationId": ""}}},
+            {"operation": "insert", "full_document": {"flowId": "f", "meta": {"mutationId": "m" * 129}}},
+            {"operation": "insert", "full_document": {"flowId": "f", "meta": "flat"}},
+            {"operation": "delete", "full_document_before_change": {"flowId": "f", "meta": {"mutationId": "m"}}},
+        ],
+    )
+    def test_no_origin(self, fields: dict[str, Any]) -> None:
+        """Stale, odd, empty, oversized or absent ids are no origin; the event is still routed."""
+        result = RouteStage(STAMPED)(event(**fields))
+        assert isinstance(result, ChangeEvent) and result.flow_id == "f" and result.origin is None
+
+    def test_without_origin_field(self) -> None:
+        """A route without ``origin_field`` reads none and publishes the field like any other."""
+        document = {"_id": "b1", "flowId": "f", "meta": {"mutationId": "m1"}}
+        result = Pipeline([Route("flowboards", "SYNC_CANVAS")]).process(
+            event(operation="insert", full_document=document)
+        )
+        assert isinstance(result, ChangeEvent) and result.origin is None
+        assert result.full_document == document
+
+    def test_never_published(self) -> None:
+        """The pipeline strips the mutation id from the document, the update and the patch."""
+        before = {"_id": "b1", "flowId": "f", "x": 1, "meta": {"mutationId": "m0", "by": "a"}}
+        after = {"_id": "b1", "flowId": "f", "x": 2, "meta": {"mutationId": "m1", "by": "a"}}
+        result = Pipeline([STAMPED]).process(
+            event(
+                full_document=after,
+                full_document_before_change=before,
+                update_description=UpdateDescription({"x": 2, "meta.mutationId": "m1"}),
+            )
+        )
+        assert isinstance(result, ChangeEvent) and result.origin == "m1"
+        assert result.full_document == {"_id": "b1", "flowId": "f", "x": 2, "meta": {"by": "a"}}
+        assert result.update_description == UpdateDescription({"x": 2})
+        assert result.patch == ({"op": "replace", "path": "/x", "value": 2},)
+
+    def test_a_stamp_alone_publishes_nothing(self) -> None:
+        """An update that only re-stamps the id changes nothing a client sees."""
+        before = {"_id": "b1", "flowId": "f", "meta": {"mutationId": "m0"}}
+        after = {"_id": "b1", "flowId": "f", "meta": {"mutationId": "m1"}}
+        result = Pipeline([STAMPED]).process(
+            event(
+                full_document=after,
+                full_document_before_change=before,
+                update_description=UpdateDescription({"meta.mutationId": "m1"}),
+            )
+        )
+        assert isinstance(result, Drop) and result.reason == "denied-only"

@@ -21,6 +21,7 @@ FULL = ChangeEvent(
     event_type="t",
     flow_id="f",
     patch=({"op": "add", "path": "/a", "value": 1},),
+    origin="m-1",
 )
 
 
@@ -35,9 +36,9 @@ def unchanged_fields(copy: ChangeEvent, changed: set[str]) -> dict[str, Any]:
 class TestEventCopies:
     def test_with_route(self) -> None:
         """``with_route`` changes the routing fields and keeps every other field."""
-        copy = with_route(FULL, "t2", "f2")
-        assert (copy.event_type, copy.flow_id) == ("t2", "f2")
-        assert all(unchanged_fields(copy, {"event_type", "flow_id"}).values())
+        copy = with_route(FULL, "t2", "f2", "m-2")
+        assert (copy.event_type, copy.flow_id, copy.origin) == ("t2", "f2", "m-2")
+        assert all(unchanged_fields(copy, {"event_type", "flow_id", "origin"}).values())
 
     def test_with_documents(self) -> None:
         """``with_documents`` changes the images and update and keeps every other field."""

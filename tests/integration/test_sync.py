@@ -289,3 +289,24 @@ async def test_stream_headers_and_retry_hint(service):
         assert response.headers["cache-control"] == "no-store"
         first = await anext(response.aiter_text())
         assert first.startswith("retry: 3000\n")
+
+
+async def test_a_writers_mutation_id_is_the_events_origin_and_never_in_documents(service, database):
+    """Writes stamped with ``meta.mutationId`` carry it as ``origin``; unstamped writes, including
+    later updates of a stamped document, carry none; the field reaches no client."""
+    flow_id = "flow-origin"
+    async with EventStream(service.events_url(flow_id, snapshot="false")) as stream:
+        await database.flowboards.insert_one({**canvas(flow_id), "meta": {"mutationId": "m-1", "by": "editor"}})
+        await database.flowboards.update_one(
+            {"_id": flow_id}, {"$set": {"nodes.0.position.x": 50, "meta.mutationId": "m-2"}}
+        )
+        await database.flowboards.update_one({"_id": flow_id}, {"$set": {"nodes.1.position.x": 60}})
+        await database.flowboards.update_one({"_id": flow_id}, {"$set": {"meta.mutationId": "m-3"}})
+        await database.flowboards.update_one({"_id": flow_id}, {"$set": {"name": "Renamed"}})
+        events = [(await stream.next()).data for _ in range(4)]
+        assert [event.get("origin") for event in events] == ["m-1", "m-2", None, None]
+        assert events[3]["document"]["name"] == "Renamed", "the stamp alone published nothing"
+        for event in events:
+            assert event["document"]["meta"] == {"by": "editor"}
+            assert "mutationId" not in str(event["patch"])
+        assert "m-3" not in "".join(stream.raw)

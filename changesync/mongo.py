@@ -203,14 +203,23 @@ class Database:
     # --- reads ----------------------------------------------------------------------------
 
     async def read_flow(
-        self, route: Route, flow_id: str, *, limit: int, newest_first: bool
+        self,
+        route: Route,
+        flow_id: str,
+        *,
+        limit: int,
+        newest_first: bool,
+        where: Mapping[str, Any] | None = None,
     ) -> tuple[list[dict[str, Any]], ClusterTime | None]:
-        """The route's current documents of a flow (majority read concern), and the cluster time
-        the read reflects."""
+        """The route's current documents of a flow (majority read concern), narrowed by ``where``
+        (field equalities), and the cluster time the read reflects."""
+        query = flow_query(route, flow_id)
+        if where:
+            query = {"$and": [query, dict(where)]}
         with mapped_errors():
             async with self.client.start_session(causal_consistency=True) as session:
                 collection = self._database.get_collection(route.collection, read_concern=ReadConcern("majority"))
-                cursor = collection.find(flow_query(route, flow_id), session=session, limit=limit)
+                cursor = collection.find(query, session=session, limit=limit)
                 if newest_first:
                     cursor = cursor.sort("_id", -1)
                 documents = await cursor.to_list()

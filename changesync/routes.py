@@ -23,7 +23,7 @@ COLLECTION_NAME_PATTERN = re.compile(r"[^$\x00]{1,255}")
 DOTTED_PATH_PATTERN = re.compile(r"[^.$\x00][^.\x00]*(\.[^.\x00]+)*")
 STAGE_PATH_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
-SnapshotMode = Literal["one", "all", "latest", "none"]
+SnapshotMode = Literal["one", "all", "latest", "log", "none"]
 OverflowPolicy = Literal["coalesce", "collapse", "keep"]
 
 
@@ -34,6 +34,10 @@ class RouteOptions:
     snapshot: SnapshotMode = "all"
     snapshot_limit: int = 10_000
     overflow: OverflowPolicy = "keep"
+    log_execution: str = "executionId"
+    log_node: str = "nodeId"
+    log_text: str = "chunk"
+    log_tail_bytes: int = 65_536
 
 
 # Applied to every route unless the file's [filters] table says otherwise.
@@ -60,7 +64,7 @@ DEFAULT_ROUTES: dict[str, dict[str, Any]] = {
         "snapshot": "latest",
         "overflow": "keep",
     },
-    "flow_logs": {"event_type": "LOG_STREAM", "flow_id": "flowId", "snapshot": "none", "overflow": "collapse"},
+    "flow_logs": {"event_type": "LOG_STREAM", "flow_id": "flowId", "snapshot": "log", "overflow": "collapse"},
 }
 
 
@@ -80,6 +84,15 @@ class _Predicates(Parser):
         if not isinstance(value, list) or not all(isinstance(item, dict) and item for item in value):
             raise self.fail(key, value)
         return tuple(value)
+
+
+class _DottedPath(Parser):
+    expected = 'a dotted field path such as "nodeId"'
+
+    def __call__(self, key: str, value: Any) -> str:
+        if not isinstance(value, str) or not DOTTED_PATH_PATTERN.fullmatch(value):
+            raise self.fail(key, value)
+        return value
 
 
 class _OriginField(Parser):
@@ -153,13 +166,27 @@ ROUTE_KEYS: dict[str, RouteKey] = {
     ),
     "stages": RouteKey(_Stages(), [], "Your own stages, as `package.module:callable`."),
     "snapshot": RouteKey(
-        Choice("one", "all", "latest", "none"),
+        Choice("one", "all", "latest", "log", "none"),
         "all",
         "What a `SNAPSHOT` holds: `one` document (whose flow id path is the flow), `all` the flow's,"
-        " the `latest` (highest `_id`), or `none`.",
+        " the `latest` (highest `_id`), `log`: the latest execution's text so far by node (log chunks), or `none`.",
     ),
     "snapshot_limit": RouteKey(
-        Integer(1, 1_000_000), 10_000, "Most documents in a snapshot (`truncated` is set beyond)."
+        Integer(1, 1_000_000),
+        10_000,
+        "Most documents in a snapshot (`truncated` is set beyond); with `log`, most chunks read.",
+    ),
+    "log_execution": RouteKey(
+        _DottedPath(), "executionId", 'With `snapshot = "log"`: where a chunk names its execution.'
+    ),
+    "log_node": RouteKey(_DottedPath(), "nodeId", 'With `snapshot = "log"`: where a chunk names its node.'),
+    "log_text": RouteKey(
+        _DottedPath(), "chunk", 'With `snapshot = "log"`: a chunk\'s text (chunks without a string there are skipped).'
+    ),
+    "log_tail_bytes": RouteKey(
+        Integer(1, 16 * 1024 * 1024),
+        65_536,
+        'With `snapshot = "log"`: most UTF-8 bytes of text per node; the tail is kept and `truncated` set.',
     ),
     "overflow": RouteKey(
         Choice("coalesce", "collapse", "keep"),
@@ -198,7 +225,15 @@ def _route(name: str, table: Any, shared: Mapping[str, Any]) -> tuple[Route, Rou
         deny_underscore=Boolean()(f"{prefix}.deny_underscore", table.get("deny_underscore", shared["deny_underscore"])),
         origin_field=_OriginField()("filters.origin_field", shared["origin_field"]),
     )
-    options = RouteOptions(snapshot=read("snapshot"), snapshot_limit=read("snapshot_limit"), overflow=read("overflow"))
+    options = RouteOptions(
+        snapshot=read("snapshot"),
+        snapshot_limit=read("snapshot_limit"),
+        overflow=read("overflow"),
+        log_execution=read("log_execution"),
+        log_node=read("log_node"),
+        log_text=read("log_text"),
+        log_tail_bytes=read("log_tail_bytes"),
+    )
     return route, options, read("stages")
 
 

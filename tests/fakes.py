@@ -5,7 +5,7 @@ streams over its own oplog (they block up to ``max_await_time_ms`` when idle, as
 majority reads of a flow's documents, and access lookups. Writes (``insert``, ``update``,
 ``replace``, ``delete``, ``drop``) append change events as MongoDB would send them, pre-images
 included. It is not a query engine: streams return every change after their position (the history
-path filters by flow itself), and ``read_flow`` matches the route's flow id path only.
+path filters by flow itself), and ``read_flow`` matches the route's flow id path and field equalities only.
 
 Imported by tests as ``fakes`` (``tests/`` is on ``sys.path``). The integration tests run the same
 parts on a real server.
@@ -27,6 +27,13 @@ from changesync.queries import flow_id_values
 from filters import Route
 
 START_SECONDS = 1_800_000_000
+
+
+def _value_at(document: Mapping[str, Any], path: str) -> Any:
+    value: Any = document
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def token(index: int) -> dict[str, str]:
@@ -200,15 +207,20 @@ class FakeDatabase:
         return (START_SECONDS, len(self.oplog))
 
     async def read_flow(
-        self, route: Route, flow_id: str, *, limit: int, newest_first: bool
+        self,
+        route: Route,
+        flow_id: str,
+        *,
+        limit: int,
+        newest_first: bool,
+        where: Mapping[str, Any] | None = None,
     ) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
         values = flow_id_values(flow_id)
         documents = []
         for document in self.collections.get(route.collection, {}).values():
-            value: Any = document
-            for part in route.flow_id_path.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            if value in values:
+            if _value_at(document, route.flow_id_path) in values and all(
+                _value_at(document, path) == wanted for path, wanted in (where or {}).items()
+            ):
                 documents.append(copy.deepcopy(document))
         if newest_first:
             documents.sort(key=lambda document: document["_id"], reverse=True)

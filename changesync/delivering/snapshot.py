@@ -14,8 +14,8 @@ empty, or its first change is later than the read, nothing the read holds is sti
 That reads positions only; it never writes to the database.
 
 What a client receives: the ``SNAPSHOT`` first, then the queued frames that the snapshot does not
-stand for (log chunks, collections not in the snapshot) without ids, so that its last event id
-stays the snapshot's. A queued change that cannot be folded (a reset, or a change too large to
+stand for (log chunks it does not hold, collections not in the snapshot) without ids, so that its
+last event id stays the snapshot's. A queued change that cannot be folded (a reset, or a change too large to
 carry its document) makes the snapshot read again.
 """
 
@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from filters import ChangeEvent, Pipeline, Route
@@ -34,9 +34,11 @@ from ..codec import cluster_time_of, decode_token, parse_event_id, routable_flow
 from ..errors import SourceError
 from ..frames import RESYNC, SNAPSHOT, Frame, document_key, message
 from ..hub import ClusterTime, Hub
+from ..payloads import SnapshotLog
 from ..queries import watch_pipeline
 from ..routes import RouteOptions
 from .broadcast import Subscriber
+from .log_tail import log_tail, value_at
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,13 @@ class FlowReader(Protocol):
     """What a snapshot needs of the database (``changesync.mongo.Database``)."""
 
     async def read_flow(
-        self, route: Route, flow_id: str, *, limit: int, newest_first: bool
+        self,
+        route: Route,
+        flow_id: str,
+        *,
+        limit: int,
+        newest_first: bool,
+        where: Mapping[str, Any] | None = None,
     ) -> tuple[list[dict[str, Any]], ClusterTime | None]: ...
 
     def stream(
@@ -71,6 +79,14 @@ class _Read:
     collections: dict[str, dict[str, Any]]
     """By collection, the payload's entry without its documents."""
     time: ClusterTime | None
+    logs: dict[str, SnapshotLog] = field(default_factory=dict)
+    """By log collection (``snapshot = "log"``), the latest execution's text."""
+    log_chunks: dict[str, set[str]] = field(default_factory=dict)
+    """By log collection, the keys of the chunks read: their events are in the text already."""
+
+    def saw(self, time: ClusterTime | None) -> None:
+        if time is not None and (self.time is None or time > self.time):
+            self.time = time
 
 
 class Snapshots:
@@ -108,7 +124,7 @@ class Snapshots:
             logger.debug("snapshot of flow %s read again: a change could not be folded", subscriber.flow_id)
         for collection, entry in read.collections.items():
             entry["documents"] = list(read.documents[collection].values())
-        payload = {"type": SNAPSHOT, "flowId": subscriber.flow_id, "collections": read.collections}
+        payload = {"type": SNAPSHOT, "flowId": subscriber.flow_id, "collections": read.collections, "logs": read.logs}
         return b"".join([message(SNAPSHOT, payload, event_id=self.hub.position), *later, *(tail or ())])
 
     async def _caught_up(self, after: ClusterTime | None) -> None:
@@ -153,12 +169,14 @@ class Snapshots:
             options = self.route_options.get(collection, RouteOptions())
             if options.snapshot == "none" or not subscriber.wants(route.event_type):
                 continue
+            if options.snapshot == "log":
+                await self._read_log(read, route, options, flow_id)
+                continue
             limit = 1 if options.snapshot in ("one", "latest") else options.snapshot_limit
             raw, operation_time = await self.reader.read_flow(
                 route, flow_id, limit=limit, newest_first=options.snapshot == "latest"
             )
-            if operation_time is not None and (read.time is None or operation_time > read.time):
-                read.time = operation_time
+            read.saw(operation_time)
             documents: dict[str, dict[str, Any]] = {}
             for document in raw:
                 filtered = self._filter_document(collection, document)
@@ -167,6 +185,35 @@ class Snapshots:
             read.documents[collection] = documents
             read.collections[collection] = {"eventType": route.event_type, "truncated": len(raw) >= limit > 1}
         return read
+
+    async def _read_log(self, read: _Read, route: Route, options: RouteOptions, flow_id: str) -> None:
+        """The chunks of the execution of the flow's newest chunk, newest first, up to the limit."""
+        collection = route.collection
+        newest, operation_time = await self.reader.read_flow(route, flow_id, limit=1, newest_first=True)
+        read.saw(operation_time)
+        chunks: list[dict[str, Any]] = []
+        execution_id: Any = None
+        if newest:
+            raw_execution = value_at(newest[0], options.log_execution)
+            raw, operation_time = await self.reader.read_flow(
+                route,
+                flow_id,
+                limit=options.snapshot_limit,
+                newest_first=True,
+                where={options.log_execution: raw_execution},
+            )
+            read.saw(operation_time)
+            execution_id = to_plain(raw_execution)
+            for document in raw:
+                filtered = self._filter_document(collection, document)
+                if filtered is not None and filtered.flow_id == flow_id and filtered.full_document is not None:
+                    chunks.append(filtered.full_document)
+            read.log_chunks[collection] = {document_key(to_plain(document.get("_id"))) for document in raw}
+            complete = len(raw) < options.snapshot_limit
+        else:
+            read.log_chunks[collection] = set()
+            complete = True
+        read.logs[collection] = log_tail(route.event_type, execution_id, chunks, options, read_all=complete)
 
     def _fold(self, read: _Read, queued: list[Frame], later: list[bytes], *, settle: bool) -> list[bytes] | None:
         """Fold the queued changes into ``read``. Frames the snapshot does not stand for go to
@@ -188,7 +235,9 @@ class Snapshots:
                 continue  # heartbeats: the snapshot carries the position
             documents = read.documents.get(frame.collection)
             if documents is None:
-                later.append(frame.without_id())
+                chunks = read.log_chunks.get(frame.collection)
+                if chunks is None or frame.document_key not in chunks:
+                    later.append(frame.without_id())
                 continue
             if read_again:
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import socket
 import tracemalloc
@@ -11,6 +12,7 @@ import tracemalloc
 import httpx
 import jsonpatch
 import pytest
+from bson import ObjectId
 
 from changesync.codec import encode_token
 from harness import EventStream, metric, run_service, service_settings
@@ -130,11 +132,21 @@ class TestResume:
 
 class TestSnapshot:
     async def test_live_from_the_first_byte(self, service, database):
-        """A write made right after the stream opened is never missed, with or without a snapshot."""
+        """A write made right after the stream opened is never missed, with or without a snapshot
+        (with one, the chunk is in the snapshot's log text or follows it, once)."""
         for snapshot in ("false", "true"):
             flow = new_flow()
             async with EventStream(service.events_url(flow, snapshot=snapshot)) as stream:
                 await log_chunks(database, flow, [0])
+                if snapshot == "true":
+                    first = await stream.next()
+                    assert first.event == "SNAPSHOT"
+                    texts = [node["text"] for node in first.data["logs"]["flow_logs"]["nodes"]]
+                    if texts == ["c0"]:
+                        await log_chunks(database, flow, [1])
+                        assert await seqs_until(stream, 1) == [1]
+                        continue
+                    assert texts == []
                 assert await seqs_until(stream, 0) == [0]
 
     async def test_snapshot_is_consistent_with_concurrent_writers(self, service, database):
@@ -273,6 +285,74 @@ class TestSnapshot:
         assert [node["n"] for node in collections["flow_nodes"]["documents"]] == [1]
         assert collections["flow_nodes"]["documents"][0]["data"] == {}
         assert [run["run"] for run in collections["flow_executions"]["documents"]] == [2]
+
+
+class TestJoiningARunningExecution:
+    async def test_the_text_so_far_then_every_later_chunk_once(self, service, database):
+        """A client that connects while chunks stream in gets each node's text so far in its SNAPSHOT,
+        then exactly the chunks after it: the text plus the live chunks is what was written."""
+        flow = new_flow()
+        await database.flow_logs.insert_one({"flowId": flow, "executionId": ObjectId(), "nodeId": "n0", "chunk": "old"})
+        execution = ObjectId()
+        written: dict[str, list[str]] = {"n0": [], "n1": []}
+        stop = asyncio.Event()
+        seqs = itertools.count()
+
+        async def write() -> None:
+            while not stop.is_set():
+                seq = next(seqs)
+                node, chunk = f"n{seq % 2}", f"w{seq} "
+                await database.flow_logs.insert_one(
+                    {"flowId": flow, "executionId": execution, "nodeId": node, "seq": seq, "chunk": chunk}
+                )
+                written[node].append(chunk)
+                await asyncio.sleep(0.002)
+
+        for _ in range(3):
+            stop.clear()
+            writer = asyncio.create_task(write())
+            try:
+                await asyncio.sleep(0.1)
+                async with EventStream(service.events_url(flow)) as stream:
+                    snapshot = await stream.next()
+                    assert snapshot.event == "SNAPSHOT"
+                    log = snapshot.data["logs"]["flow_logs"]
+                    assert log["executionId"] == str(execution), "the execution of the newest chunk"
+                    texts = {node["nodeId"]: node["text"] for node in log["nodes"]}
+                    assert not any(node["truncated"] for node in log["nodes"])
+                    await asyncio.sleep(0.1)
+                    stop.set()
+                    await writer
+                    end = {"flowId": flow, "executionId": execution, "nodeId": "end", "chunk": "end"}
+                    await database.flow_logs.insert_one(end)
+                    while True:
+                        event = await stream.next()
+                        if event.event != "LOG_STREAM":
+                            continue
+                        document = event.data["document"]
+                        texts[document["nodeId"]] = texts.get(document["nodeId"], "") + document["chunk"]
+                        if document["nodeId"] == "end":
+                            break
+            finally:
+                stop.set()
+                await asyncio.gather(writer, return_exceptions=True)
+            written.setdefault("end", []).append("end")
+            assert texts == {node: "".join(chunks) for node, chunks in written.items()}
+
+    async def test_a_long_output_keeps_its_tail(self, mongo_backend, database_name, database):
+        """Beyond ``log_tail_bytes`` a node's text is its tail, flagged; the routes set it per collection."""
+        settings = service_settings(mongo_backend.uri, database_name)
+        options = dict(settings.route_options)
+        options["flow_logs"] = dataclasses.replace(options["flow_logs"], log_tail_bytes=10)
+        flow = new_flow()
+        await database.flow_logs.insert_many(
+            [{"flowId": flow, "executionId": "e1", "nodeId": "n0", "chunk": f"{seq:03} "} for seq in range(10)]
+        )
+        async with run_service(dataclasses.replace(settings, route_options=options)) as service:
+            async with EventStream(service.events_url(flow)) as stream:
+                snapshot = await stream.next()
+        (node,) = snapshot.data["logs"]["flow_logs"]["nodes"]
+        assert node == {"nodeId": "n0", "text": "7 008 009 ", "chunks": 3, "truncated": True}
 
 
 class TestMoves:

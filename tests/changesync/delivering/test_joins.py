@@ -153,27 +153,32 @@ class TestFirstConnection:
         assert "flow_logs" not in collections
 
     async def test_changes_during_the_snapshot_are_folded_or_follow_it_without_ids(self):
-        """What is written while the snapshot is read is in it (canvas) or follows it (log chunks, with
-        no id, so that the client's last event id stays the snapshot's); nothing comes twice."""
+        """What is written while the snapshot is read is in it (canvas, log text) or follows it (log
+        chunks written after the log was read, with no id, so that the client's last event id stays
+        the snapshot's); nothing comes twice."""
         database = FakeDatabase()
         database.insert("flow_nodes", node(1))
         async with running(database) as service:
             await settled(service, database)
 
-            def written_after_the_read() -> None:
+            def written_before_the_log_read() -> None:
                 database.update("flow_nodes", "n1", set={"label": "moved"})
                 database.insert("flow_logs", log_chunk(1))
 
-            database.after_reads["flow_nodes"] = [written_after_the_read]
+            database.after_reads["flow_nodes"] = [written_before_the_log_read]
+            # The log is read twice (its newest chunk, then that chunk's execution).
+            database.after_reads["flow_logs"] = [lambda: None, lambda: database.insert("flow_logs", log_chunk(2))]
             client = await join(service)
             prologue = client.received
-            database.insert("flow_logs", log_chunk(2))
+            database.insert("flow_logs", log_chunk(3))
             later = await client.until(len(prologue) + 1)
         snapshot, *rest = later
         assert snapshot.event == "SNAPSHOT"
         assert snapshot.data["collections"]["flow_nodes"]["documents"][0]["label"] == "moved"
+        (node_log,) = snapshot.data["logs"]["flow_logs"]["nodes"]
+        assert (node_log["text"], node_log["chunks"]) == ("word1 ", 1)
         logs = [message for message in rest if message.event == "LOG_STREAM"]
-        assert [message.data["document"]["seq"] for message in logs] == [1, 2]
+        assert [message.data["document"]["seq"] for message in logs] == [2, 3]
         assert logs[0].id == "" and logs[1].id, "the chunk folded behind the snapshot has no id; the next live one has"
         assert not [message for message in rest if message.event == "SYNC_CANVAS"], "the update is in the snapshot"
 
@@ -479,8 +484,9 @@ class TestSnapshotBarrier:
         database = FakeDatabase()
         async with running(database, stream_max_await_time_ms="60000") as service:
             await published(service, database, lambda: database.insert("flow_nodes", node(1)))
-            # After the last of the snapshot's reads (executions), so that no read of it sees the update.
-            database.after_reads["flow_executions"] = [
+            # After the last of the snapshot's reads (logs: no chunk yet, so one read), so that no read of
+            # it sees the update.
+            database.after_reads["flow_logs"] = [
                 lambda: database.update("flow_nodes", "n1", set={"label": "moved"})
             ]
             async with asyncio.timeout(1.0):

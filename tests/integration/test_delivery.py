@@ -404,14 +404,23 @@ class TestSlowConsumers:
         seqs: list[int] = []
 
         async def write_and_read(reader: EventStream, count: int) -> None:
+            """Write ``count`` events while the reading client reads them (as a browser does)."""
             start = len(seqs)
-            for offset in range(0, count, 10):
-                await database.flow_executions.insert_many(
-                    [{"flowId": flow, "seq": start + offset + i, "output": chunk} for i in range(10)]
-                )
-            while len(seqs) < start + count:
-                seqs.append((await reader.next()).data["document"]["seq"])
-                reader.raw.clear()
+
+            async def read() -> None:
+                while len(seqs) < start + count:
+                    seqs.append((await reader.next()).data["document"]["seq"])
+                    reader.raw.clear()
+
+            reading = asyncio.create_task(read())
+            try:
+                for offset in range(0, count, 10):
+                    await database.flow_executions.insert_many(
+                        [{"flowId": flow, "seq": start + offset + i, "output": chunk} for i in range(10)]
+                    )
+                await reading
+            finally:
+                reading.cancel()
 
         async with run_service(settings) as service:
             stalled = socket.create_connection(("127.0.0.1", settings.port))

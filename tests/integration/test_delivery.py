@@ -348,9 +348,11 @@ class TestJoiningARunningExecution:
         await database.flow_logs.insert_many(
             [{"flowId": flow, "executionId": "e1", "nodeId": "n0", "chunk": f"{seq:03} "} for seq in range(10)]
         )
-        async with run_service(dataclasses.replace(settings, route_options=options)) as service:
-            async with EventStream(service.events_url(flow)) as stream:
-                snapshot = await stream.next()
+        async with (
+            run_service(dataclasses.replace(settings, route_options=options)) as service,
+            EventStream(service.events_url(flow)) as stream,
+        ):
+            snapshot = await stream.next()
         (node,) = snapshot.data["logs"]["flow_logs"]["nodes"]
         assert node == {"nodeId": "n0", "text": "7 008 009 ", "chunks": 3, "truncated": True}
 

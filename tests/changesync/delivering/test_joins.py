@@ -486,9 +486,7 @@ class TestSnapshotBarrier:
             await published(service, database, lambda: database.insert("flow_nodes", node(1)))
             # After the last of the snapshot's reads (logs: no chunk yet, so one read), so that no read of
             # it sees the update.
-            database.after_reads["flow_logs"] = [
-                lambda: database.update("flow_nodes", "n1", set={"label": "moved"})
-            ]
+            database.after_reads["flow_logs"] = [lambda: database.update("flow_nodes", "n1", set={"label": "moved"})]
             async with asyncio.timeout(1.0):
                 client = await join(service)
             database.insert("flow_logs", log_chunk(1))

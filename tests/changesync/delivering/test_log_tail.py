@@ -57,7 +57,7 @@ class TestLogTail:
     def test_chunks_without_text_are_skipped(self) -> None:
         """n8n may write a number, null or an object as the text: those chunks are left out."""
         chunks = newest_first(chunk("a", 42), chunk("a", None), chunk("a", {"t": "x"}), chunk("b", "fine"))
-        log = log_tail("T", "e", chunks + [{"flowId": "f", "nodeId": "c"}], OPTIONS, read_all=True)
+        log = log_tail("T", "e", [*chunks, {"flowId": "f", "nodeId": "c"}], OPTIONS, read_all=True)
         assert log["nodes"] == [{"nodeId": "b", "text": "fine", "chunks": 1, "truncated": False}]
 
     def test_odd_node_ids_group_by_value(self) -> None:

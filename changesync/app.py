@@ -31,6 +31,7 @@ from .settings import Settings, load_settings
 from .web import (
     HttpGuard,
     State,
+    StreamingApp,
     events_schema,
     flow_events,
     healthz,
@@ -112,7 +113,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_age=600,
             )
         )
-    app = Starlette(
+    app = StreamingApp(
         routes=[
             Route("/flows/{flow_id:path}/events", flow_events, methods=["GET"]),
             Route("/flows/{flow_id:path}/events", publish_event, methods=["POST"]),

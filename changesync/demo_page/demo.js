@@ -69,7 +69,7 @@ function render(state) {
   const nodes = Array.isArray(board?.nodes) ? board.nodes.filter((node) => typeof node?.id === "string") : [];
   const edges = Array.isArray(board?.edges) ? board.edges.filter((edge) => typeof edge?.id === "string") : [];
   renderCanvas(nodes, edges, run);
-  renderRun(nodes, run, run === null ? {} : (state.logs[String(run._id)] ?? {}));
+  renderRun(nodes, run, run === null ? {} : (state.logText[String(run._id)] ?? {}));
   renderIndicator(state);
   byId("counts").textContent = [...counts].map(([type, count]) => `${type} ${count}`).join(" · ");
 }
@@ -198,7 +198,8 @@ function renderRun(nodes, run, logs) {
     logView.item.dataset.status = status;
     logView.name.textContent = `${label} (${nodeId})`;
     logView.badge.textContent = status;
-    const text = (logs[nodeId] ?? []).map((chunk) => String(chunk.chunk ?? "")).join("");
+    // The text so far (from the SNAPSHOT when the page joined a running execution) and every chunk since.
+    const text = logs[nodeId]?.text ?? "";
     if (logView.text.textContent !== text) logView.text.textContent = text;
     logView.seen = true;
     // In the board's order; an item already in place is left alone (moving it restarts its animations).

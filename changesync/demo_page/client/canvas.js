@@ -1,6 +1,6 @@
 // Compiled from clients/typescript/src; written by `npm run build:demo-page`. Do not edit.
 import { jsonEqual } from "./json-patch.js";
-import { documentKey } from "./state.js";
+import { documentKey } from "./documents.js";
 export const DEFAULT_CANVAS_LAYOUT = {
     nodeCollections: ["flow_nodes"],
     edgeCollections: ["flow_edges"],

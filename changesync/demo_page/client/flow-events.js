@@ -1,18 +1,29 @@
 // Compiled from clients/typescript/src; written by `npm run build:demo-page`. Do not edit.
 import { DEFAULT_CANVAS_LAYOUT, canvasChange } from "./canvas.js";
-import { DEFAULT_LOG_EVENT_TYPES, FlowEventsError, documentKey, initialState, reduce, } from "./state.js";
-/** The event types of changesync's default routes. */
-export const DEFAULT_EVENT_TYPES = ["SYNC_CANVAS", "EXECUTION_UPDATE", "LOG_STREAM"];
-const CONNECTING = 0;
-const CLOSED = 2;
+import { Connection } from "./connection.js";
+import { documentKey } from "./documents.js";
+import { FlowEventsError } from "./errors.js";
+import { LocalWrites } from "./local-writes.js";
+import { DEFAULT_EVENT_TYPES } from "./options.js";
+import { DEFAULT_LOG_EVENT_TYPES, initialState, reduce } from "./state.js";
+/** `on()` names that are this client's own events, never event types of the stream. */
+const CLIENT_EVENTS = new Set(["state", "status", "error", "canvas", "open"]);
 function report(error) {
     if (typeof globalThis.reportError === "function")
         globalThis.reportError(error);
     else
         setTimeout(() => { throw error; }, 0);
 }
+function positive(name, value, fallback, integer = false) {
+    if (value === undefined)
+        return fallback;
+    if (!(value > 0) || (integer && !Number.isInteger(value))) {
+        throw new RangeError(`${name} must be ${integer ? "an integer " : ""}> 0, got ${value}`);
+    }
+    return value;
+}
 /**
- * Subscribes to one flow. Connects at once; call `close()` when done.
+ * Subscribes to one flow. Connects at once (unless `connect: false`); call `close()` when done.
  *
  * ```ts
  * const flow = new FlowEvents({ baseUrl, flowId, getToken: () => api.changesyncToken() });
@@ -23,31 +34,50 @@ function report(error) {
 export class FlowEvents {
     options;
     current;
-    source = null;
-    connection = 0;
-    failures = 0;
-    opened = false;
-    timer = null;
+    /** Null without an `EventSource` (server-side rendering): the flow stays idle. */
+    connection;
+    started = false;
     closed = false;
+    local;
     listeners = new Map();
     waiters = new Set();
     /** Bumped at every reset of the data (SNAPSHOT, non-resumable RESYNC): older refetches are dropped. */
     epoch = 0;
     /** Documents with a refetch in flight, and that refetch's number: only the latest one may apply. */
     refetching = new Map();
-    eventTypes;
-    logEventTypes;
-    EventSourceImpl;
+    reduceOptions;
     constructor(options) {
         this.options = options;
-        const implementation = options.EventSource ?? globalThis.EventSource;
-        if (implementation === undefined)
-            throw new TypeError("no EventSource here: pass options.EventSource");
-        this.EventSourceImpl = implementation;
+        const EventSource = options.EventSource ?? globalThis.EventSource;
         this.current = { ...initialState(options.flowId), lastEventId: options.lastEventId ?? null };
-        this.eventTypes = [...new Set([...(options.types ?? DEFAULT_EVENT_TYPES), "SNAPSHOT", "RESYNC"])];
-        this.logEventTypes = options.logEventTypes ?? DEFAULT_LOG_EVENT_TYPES;
-        void this.connect();
+        this.reduceOptions = {
+            logEventTypes: options.logEventTypes ?? DEFAULT_LOG_EVENT_TYPES,
+            keepExecutions: positive("keepExecutions", options.keepExecutions, 5, true),
+            logTextField: options.logTextField ?? "chunk",
+            snapshots: options.snapshot !== false,
+        };
+        const tokenTimeoutMs = positive("tokenTimeoutMs", options.tokenTimeoutMs, 10_000);
+        this.local = new LocalWrites(positive("pendingTimeoutMs", options.pendingTimeoutMs, 30_000), (id) => this.expire(id));
+        const types = [...(options.types ?? DEFAULT_EVENT_TYPES), "SNAPSHOT", "RESYNC"];
+        this.connection =
+            EventSource === undefined
+                ? null
+                : new Connection({
+                    EventSource,
+                    getToken: options.getToken,
+                    tokenTimeoutMs,
+                    withCredentials: options.withCredentials ?? false,
+                    fetch: options.fetch ?? globalThis.fetch,
+                    reconnectDelayMs: options.reconnectDelayMs ?? 1000,
+                    maxReconnectDelayMs: options.maxReconnectDelayMs ?? 30_000,
+                }, {
+                    url: (token) => this.url(token),
+                    opened: () => this.onOpen(),
+                    message: (type, event) => this.onMessage(type, event),
+                    failed: (status, error) => this.onFailure(status, error),
+                }, types);
+        if (options.connect ?? true)
+            this.start();
     }
     /** The flow's current state (a new object after every change). */
     get state() {
@@ -56,11 +86,21 @@ export class FlowEvents {
     get status() {
         return this.current.status;
     }
+    /** Opens the stream, once (for `connect: false`); does nothing without an `EventSource` (server-side rendering). */
+    start() {
+        if (this.started || this.closed || this.connection === null)
+            return;
+        this.started = true;
+        this.update({ ...this.current, status: "connecting" });
+        this.connection.open();
+    }
     on(type, listener) {
         let set = this.listeners.get(type);
         if (set === undefined)
             this.listeners.set(type, (set = new Set()));
         set.add(listener);
+        if (!CLIENT_EVENTS.has(type))
+            this.connection?.listen(type);
         return () => void set.delete(listener);
     }
     /** Every payload from now on, in order, until `close()`. Each iterator buffers what it has not consumed. */
@@ -85,131 +125,116 @@ export class FlowEvents {
             },
         };
     }
-    /** Stops for good: closes the stream, cancels reconnection, ends the iterators. */
+    /** Stops for good: closes the stream, cancels reconnection and local edits' timers, ends the iterators. */
     close() {
         if (this.closed)
             return;
         this.closed = true;
-        this.connection++;
-        if (this.timer !== null)
-            clearTimeout(this.timer);
-        this.source?.close();
-        this.source = null;
+        this.connection?.close();
+        this.local.clear();
+        this.update({ ...this.current, status: "closed" });
         for (const waiter of this.waiters)
             waiter.wake?.();
     }
-    /** Drops the connection and opens a new one now, from the last event id (e.g. after the user signed in again). */
+    /**
+     * Drops the connection and opens a new one now, from the last event id, with the backoff reset:
+     * e.g. after the user signed in again, also after a terminal error (`unauthorized`…).
+     */
     reconnect() {
-        if (this.closed)
+        if (this.closed || this.connection === null)
             return;
-        if (this.timer !== null)
-            clearTimeout(this.timer);
-        this.timer = null;
-        if (this.current.status === "live")
-            this.update({ ...this.current, status: "connecting" });
-        void this.connect();
+        this.started = true;
+        this.connection.reset();
+        this.update({ ...this.current, status: "connecting" });
+        this.connection.open();
+    }
+    // --- local edits ------------------------------------------------------------------------------
+    /**
+     * Shows `edit` at once, before the server has it; returns its mutation id. Send your write with
+     * that id at the service's origin field (`meta.mutationId` by default): its echo settles the edit.
+     * Throws `JsonPatchError` when the patch does not apply to the document as shown.
+     */
+    applyLocal(edit) {
+        if (this.closed)
+            throw new Error("the flow is closed");
+        const { id, state } = this.local.add(this.current, edit);
+        this.update(state);
+        return id;
+    }
+    /** Whether a document has local edits whose echo has not come back. */
+    hasPendingWrites(collection, documentId) {
+        return this.local.has(collection, documentKey(documentId));
+    }
+    /** Rolls back one pending local edit (e.g. the back end refused the write); false when it is not pending. */
+    discardLocal(mutationId) {
+        const rebased = this.local.discard(this.current, mutationId);
+        if (rebased === null)
+            return false;
+        this.update(rebased.state);
+        this.reportConflicts(rebased.conflicts);
+        return true;
+    }
+    expire(mutationId) {
+        if (!this.discardLocal(mutationId))
+            return;
+        this.emit("error", new FlowEventsError("a local edit was not confirmed in time", "pending-timeout", { mutationId }));
+    }
+    reportConflicts(ids) {
+        for (const mutationId of ids) {
+            this.emit("error", new FlowEventsError("a local edit no longer applies and was dropped", "conflict", { mutationId }));
+        }
+    }
+    /** `payload` applied to the server's versions of the documents, with local edits replayed on top. */
+    reduceWithLocal(state, payload) {
+        let only;
+        let origin;
+        if (payload.type === "SNAPSHOT" || payload.type === "RESYNC") {
+            const keepsData = payload.type === "RESYNC" && (payload.resumable || this.reduceOptions.snapshots);
+            if (this.local.size === 0 || keepsData)
+                return { state: reduce(state, payload, this.reduceOptions), conflicts: [] };
+        }
+        else {
+            const data = payload;
+            only = { collection: data.collection, key: documentKey(data.documentId) };
+            if (data.operation === "skipped" || !this.local.has(only.collection, only.key)) {
+                return { state: reduce(state, payload, this.reduceOptions), conflicts: [] };
+            }
+            origin = data.origin;
+        }
+        const reduced = reduce(this.local.withBases(state, only), payload, this.reduceOptions);
+        return this.local.rebase(reduced, { only, origin, snapshot: payload.type === "SNAPSHOT" });
     }
     // --- the connection ---------------------------------------------------------------------------
     url(token) {
         const { baseUrl, flowId, types, snapshot, updates } = this.options;
+        // After a RESYNC whose SNAPSHOT did not come on that stream: a fresh start, with one.
+        const fresh = this.current.resyncing;
         const query = new URLSearchParams();
         if (types !== undefined)
             query.set("types", types.join(","));
-        if (snapshot !== undefined)
+        if (fresh)
+            query.set("snapshot", "true");
+        else if (snapshot !== undefined)
             query.set("snapshot", String(snapshot));
         if ((updates ?? "patch") === "patch")
             query.set("updates", "patch");
-        if (this.current.lastEventId)
+        if (!fresh && this.current.lastEventId)
             query.set("lastEventId", this.current.lastEventId);
         if (token !== undefined)
             query.set("access_token", token);
         const text = query.toString();
         return `${baseUrl.replace(/\/+$/, "")}/flows/${encodeURIComponent(flowId)}/events${text ? `?${text}` : ""}`;
     }
-    async connect() {
-        const connection = ++this.connection;
-        this.source?.close();
-        this.source = null;
-        this.opened = false;
-        let token;
-        if (this.options.getToken !== undefined) {
-            try {
-                token = await this.options.getToken();
-            }
-            catch (cause) {
-                if (connection !== this.connection)
-                    return;
-                this.fail(new FlowEventsError("could not get a token", "token", { cause }));
-                return;
-            }
-            if (connection !== this.connection)
-                return;
-        }
-        const source = new this.EventSourceImpl(this.url(token), { withCredentials: this.options.withCredentials ?? false });
-        this.source = source;
-        source.addEventListener("open", () => {
-            if (connection !== this.connection)
-                return;
-            this.opened = true;
-            this.failures = 0;
-            this.update({ ...this.current, status: "live", error: null });
-        });
-        source.addEventListener("error", () => {
-            if (connection === this.connection)
-                this.onError(source);
-        });
-        for (const type of this.eventTypes) {
-            source.addEventListener(type, (event) => {
-                if (connection === this.connection)
-                    this.onMessage(type, event);
-            });
-        }
+    onOpen() {
+        const { lastEventId, snapshot } = this.options;
+        // Resuming from a stored position, or without snapshots: no SNAPSHOT is coming to wait for.
+        const loaded = this.current.loaded || (!this.current.resyncing && (lastEventId !== undefined || snapshot === false));
+        this.update({ ...this.current, status: "live", error: null, loaded });
     }
-    onError(source) {
-        const wasOpen = this.opened;
-        this.opened = false;
-        // Cookie mode: while the browser reconnects by itself (with Last-Event-ID), let it.
-        if (this.options.getToken === undefined && source.readyState === CONNECTING) {
-            if (wasOpen)
-                this.update({ ...this.current, status: "connecting" });
-            else
-                this.fail(new FlowEventsError("could not connect; retrying", "connect"), false);
-            return;
-        }
-        // Token mode (the URL's token may have expired), or the browser gave up (readyState CLOSED):
-        // a new EventSource, with a fresh token and ?lastEventId=.
-        source.close();
-        if (this.source === source)
-            this.source = null;
-        if (wasOpen) {
-            this.update({ ...this.current, status: "connecting" });
-            this.schedule();
-        }
-        else {
-            this.fail(new FlowEventsError("could not connect; retrying", "connect"));
-        }
-    }
-    /** Reports `error`, sets status `error`, and (unless the browser retries by itself) schedules a retry. */
-    fail(error, retry = true) {
-        this.failures++;
-        this.update({ ...this.current, status: "error", error });
-        this.emit("error", error);
-        if (retry)
-            this.schedule();
-    }
-    schedule() {
-        if (this.closed)
-            return;
-        if (this.timer !== null)
-            clearTimeout(this.timer);
-        const base = this.options.reconnectDelayMs ?? 1000;
-        const max = this.options.maxReconnectDelayMs ?? 30_000;
-        const delay = Math.min(max, base * 2 ** Math.max(0, this.failures - 1));
-        // Jitter (50–100 %): clients of a restarted server do not all come back at once.
-        this.timer = setTimeout(() => {
-            this.timer = null;
-            void this.connect();
-        }, delay * (0.5 + Math.random() / 2));
+    onFailure(status, error) {
+        this.update({ ...this.current, status, error: error ?? this.current.error });
+        if (error !== null)
+            this.emit("error", error);
     }
     // --- events -----------------------------------------------------------------------------------
     onMessage(type, event) {
@@ -223,14 +248,19 @@ export class FlowEvents {
         }
         const lastEventId = event.lastEventId || this.current.lastEventId;
         const previous = this.current;
-        let next = reduce({ ...this.current, lastEventId }, payload, { logEventTypes: this.logEventTypes });
+        const isData = payload.type !== "SNAPSHOT" && payload.type !== "RESYNC";
+        // A RESYNC on a live stream (a reset) is not followed by a SNAPSHOT: start afresh to get one.
+        const restart = isData && previous.resyncing;
+        let { state: next, conflicts } = this.reduceWithLocal({ ...previous, lastEventId }, payload);
         if (payload.type === "SNAPSHOT" || (payload.type === "RESYNC" && !payload.resumable)) {
             this.epoch++;
             this.refetching.clear();
         }
-        else if (payload.type !== "RESYNC") {
+        else if (isData) {
             next = this.track(payload, next);
         }
+        if (payload.type === "SNAPSHOT")
+            this.connection?.markHealthy();
         this.update(next, false);
         this.emit(type, payload);
         if (payload.type === "SYNC_CANVAS")
@@ -240,6 +270,11 @@ export class FlowEvents {
             waiter.wake?.();
         }
         this.emit("state", this.current);
+        this.reportConflicts(conflicts);
+        if (restart && !this.closed && this.connection !== null) {
+            this.update({ ...this.current, status: "connecting" });
+            this.connection.open();
+        }
     }
     /** Starts a refetch when the event left its document without a known version; supersedes older ones. */
     track(payload, state) {
@@ -294,9 +329,11 @@ export class FlowEvents {
             patch: null,
         };
         const before = this.current;
-        this.update(reduce(this.current, replacement, { logEventTypes: this.logEventTypes }));
+        const { state, conflicts } = this.reduceWithLocal(this.current, replacement);
+        this.update(state);
         if (type === "SYNC_CANVAS")
             this.emitCanvas(replacement, before, this.current);
+        this.reportConflicts(conflicts);
     }
     /** The `canvas` event: what `payload` did to the nodes and edges, from the document before and after it. */
     emitCanvas(payload, before, after) {

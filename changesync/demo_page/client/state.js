@@ -1,33 +1,27 @@
 // Compiled from clients/typescript/src; written by `npm run build:demo-page`. Do not edit.
+import { documentKey } from "./documents.js";
 import { applyPatch } from "./json-patch.js";
-/** Something went wrong; `kind` says what. Connection and token errors are retried. */
-export class FlowEventsError extends Error {
-    kind;
-    name = "FlowEventsError";
-    constructor(message, kind, options) {
-        super(message, options);
-        this.kind = kind;
-    }
-}
+import { appendChunk, chunkByKey, putChunk, removeChunk, seedLogText } from "./logs.js";
+export { documentKey } from "./documents.js";
 export const DEFAULT_LOG_EVENT_TYPES = ["LOG_STREAM"];
 export function initialState(flowId) {
     return {
         flowId,
-        status: "connecting",
+        status: "idle",
         error: null,
         lastEventId: null,
         loaded: false,
+        resyncing: false,
         collections: {},
         logs: {},
+        logText: {},
+        logExecutions: [],
         eventTypes: {},
         truncated: {},
         stale: {},
         skippedLogChunks: 0,
+        pendingWrites: 0,
     };
-}
-/** The key of a document in `FlowState.collections`: string ids as they are, other ids as JSON. */
-export function documentKey(id) {
-    return typeof id === "string" ? id : JSON.stringify(id ?? null);
 }
 /**
  * The documents of one collection. The order carries no meaning: it is insertion order, except that
@@ -36,23 +30,29 @@ export function documentKey(id) {
 export function documentsOf(state, collection) {
     return Object.values(state.collections[collection] ?? {});
 }
-/** Returns the state after `payload`. */
+/**
+ * Returns the state after `payload`. A SNAPSHOT replaces the collections it lists (all the data
+ * after a non-resumable RESYNC); a non-resumable RESYNC marks the data `resyncing`, or clears it
+ * when no SNAPSHOT follows (`snapshots: false`).
+ */
 export function reduce(state, payload, options) {
     switch (payload.type) {
         case "SNAPSHOT":
-            return loadSnapshot(state, payload);
+            return loadSnapshot(state.resyncing ? clearData(state) : state, payload, options);
         case "RESYNC":
-            return payload.resumable ? state : clearData(state);
+            if (payload.resumable)
+                return state;
+            return options.snapshots === false ? clearData(state) : { ...state, resyncing: true };
         default:
             return applyChange(state, payload, options);
     }
 }
-/** Empty data (after a non-resumable RESYNC): keeps the connection fields. */
+/** Empty data (after a non-resumable RESYNC): keeps the connection fields and the count of local edits. */
 export function clearData(state) {
-    const { flowId, status, error, lastEventId } = state;
-    return { ...initialState(flowId), status, error, lastEventId };
+    const { flowId, status, error, lastEventId, pendingWrites } = state;
+    return { ...initialState(flowId), status, error, lastEventId, pendingWrites };
 }
-function loadSnapshot(state, snapshot) {
+function loadSnapshot(state, snapshot, options) {
     const collections = { ...state.collections };
     const eventTypes = { ...state.eventTypes };
     const truncated = { ...state.truncated };
@@ -68,7 +68,12 @@ function loadSnapshot(state, snapshot) {
         truncated[name] = entry.truncated;
         delete stale[name];
     }
-    return { ...state, loaded: true, collections, eventTypes, truncated, stale };
+    // Older servers send no `logs`.
+    const logs = snapshot.logs ?? {};
+    for (const [name, entry] of Object.entries(logs))
+        if (entry != null)
+            eventTypes[name] = entry.eventType;
+    return seedLogText({ ...state, loaded: true, resyncing: false, collections, eventTypes, truncated, stale }, logs, options);
 }
 function withStale(state, collection, key, isStale) {
     const current = state.stale[collection] ?? [];
@@ -93,13 +98,13 @@ function applyChange(state, payload, options) {
     const key = documentKey(payload.documentId);
     const isLog = options.logEventTypes.includes(payload.type);
     if (payload.operation === "delete") {
-        state = isLog ? removeLog(state, key) : setDocument(state, payload.collection, key, null);
+        state = isLog ? removeChunk(state, key) : setDocument(state, payload.collection, key, null);
         return withStale(state, payload.collection, key, false);
     }
     let next = payload.document;
     const isStale = state.stale[payload.collection]?.includes(key) ?? false;
     if (payload.operation === "update" && payload.patch !== null && !isStale) {
-        const current = isLog ? findLog(state, key)?.document : state.collections[payload.collection]?.[key];
+        const current = isLog ? chunkByKey(state, key) : state.collections[payload.collection]?.[key];
         if (current !== undefined) {
             try {
                 next = applyPatch(current, payload.patch);
@@ -114,69 +119,20 @@ function applyChange(state, payload, options) {
     if (!isLog)
         state = setDocument(state, payload.collection, key, next);
     else if (payload.operation === "insert")
-        state = appendLog(state, next); // the common case: no search
+        state = appendChunk(state, next, options); // the common case: no search
     else
-        state = putLog(state, key, next);
+        state = putChunk(state, key, next, options);
     return withStale(state, payload.collection, key, false);
 }
-function setDocument(state, collection, key, document) {
-    const documents = { ...(state.collections[collection] ?? {}) };
-    if (document === null) {
-        if (!(key in documents))
-            return state;
-        delete documents[key];
-    }
-    else {
-        documents[key] = document;
-    }
-    return { ...state, collections: { ...state.collections, [collection]: documents } };
-}
-function logPlace(document) {
-    return [String(document["executionId"] ?? ""), String(document["nodeId"] ?? "")];
-}
-function findLog(state, key) {
-    for (const [execution, nodes] of Object.entries(state.logs)) {
-        for (const [node, chunks] of Object.entries(nodes)) {
-            const index = chunks.findIndex((chunk) => documentKey(chunk["_id"]) === key);
-            if (index >= 0)
-                return { execution, node, index, document: chunks[index] };
-        }
-    }
-    return undefined;
-}
-function withChunks(state, execution, node, chunks) {
-    const nodes = { ...(state.logs[execution] ?? {}) };
-    if (chunks.length)
-        nodes[node] = chunks;
-    else
-        delete nodes[node];
-    const logs = { ...state.logs };
-    if (Object.keys(nodes).length)
-        logs[execution] = nodes;
-    else
-        delete logs[execution];
-    return { ...state, logs };
-}
-function appendLog(state, document) {
-    const [execution, node] = logPlace(document);
-    return withChunks(state, execution, node, [...(state.logs[execution]?.[node] ?? []), document]);
-}
-/** Appends a chunk; a chunk already held (same `_id`, same execution and node) is replaced in place. */
-function putLog(state, key, document) {
-    const [execution, node] = logPlace(document);
-    const found = findLog(state, key);
-    if (found !== undefined && (found.execution !== execution || found.node !== node)) {
-        state = removeLog(state, key);
-    }
-    const chunks = state.logs[execution]?.[node] ?? [];
-    const index = found !== undefined && found.execution === execution && found.node === node ? found.index : -1;
-    const next = index >= 0 ? chunks.map((chunk, i) => (i === index ? document : chunk)) : [...chunks, document];
-    return withChunks(state, execution, node, next);
-}
-function removeLog(state, key) {
-    const found = findLog(state, key);
-    if (found === undefined)
+/** Sets (or, with null, removes) one document of `collection`. */
+export function setDocument(state, collection, key, document) {
+    const held = state.collections[collection];
+    if (document === null ? !(held !== undefined && key in held) : held?.[key] === document)
         return state;
-    const chunks = state.logs[found.execution]?.[found.node] ?? [];
-    return withChunks(state, found.execution, found.node, chunks.filter((_, i) => i !== found.index));
+    const documents = { ...(held ?? {}) };
+    if (document === null)
+        delete documents[key];
+    else
+        documents[key] = document;
+    return { ...state, collections: { ...state.collections, [collection]: documents } };
 }

@@ -9,7 +9,7 @@
  */
 import type { DocumentId, FlowDocument } from "./generated/events.js";
 import { jsonEqual } from "./json-patch.js";
-import { documentKey } from "./state.js";
+import { documentKey } from "./documents.js";
 
 /** Ids of the items of one kind (nodes or edges) that an event added, changed or removed. */
 export interface ItemChanges {

@@ -1,107 +1,18 @@
 /**
  * `FlowEvents`: one flow's changesync event stream, reconnected transparently, with the flow's state.
  */
-import type {
-  ChangePayload,
-  DataPayload,
-  DocumentId,
-  FlowDocument,
-  Payload,
-  ResyncPayload,
-  SnapshotPayload,
-} from "./generated/events.js";
-import { type CanvasChange, type CanvasLayout, DEFAULT_CANVAS_LAYOUT, canvasChange } from "./canvas.js";
-import {
-  DEFAULT_LOG_EVENT_TYPES,
-  FlowEventsError,
-  type FlowState,
-  type FlowStatus,
-  documentKey,
-  initialState,
-  reduce,
-} from "./state.js";
+import type { ChangePayload, DataPayload, DocumentId, FlowDocument, Payload, ResyncPayload } from "./generated/events.js";
+import { DEFAULT_CANVAS_LAYOUT, canvasChange } from "./canvas.js";
+import { Connection, type EventSourceConstructor } from "./connection.js";
+import { documentKey } from "./documents.js";
+import { FlowEventsError } from "./errors.js";
+import { type DocumentPlace, type LocalEdit, LocalWrites } from "./local-writes.js";
+import { DEFAULT_EVENT_TYPES, type FlowEventMap, type FlowEventsOptions } from "./options.js";
+import type { FetchLike } from "./retry.js";
+import { DEFAULT_LOG_EVENT_TYPES, type FlowState, type FlowStatus, type ReduceOptions, initialState, reduce } from "./state.js";
 
-/** The event types of changesync's default routes. */
-export const DEFAULT_EVENT_TYPES = ["SYNC_CANVAS", "EXECUTION_UPDATE", "LOG_STREAM"] as const;
-export type DefaultEventType = (typeof DEFAULT_EVENT_TYPES)[number];
-
-/** The part of the browser's `EventSource` that `FlowEvents` uses (tests pass a fake). */
-export interface EventSourceLike {
-  readonly readyState: number;
-  addEventListener(type: string, listener: (event: MessageEvent<string>) => void): void;
-  close(): void;
-}
-export type EventSourceConstructor = new (url: string, init?: { withCredentials?: boolean }) => EventSourceLike;
-
-const CONNECTING = 0;
-const CLOSED = 2;
-
-/** What `refetch` is asked for: a document whose new version was not sent (too large, or not expressible). */
-export interface RefetchRequest {
-  readonly flowId: string;
-  readonly collection: string;
-  readonly documentId: DocumentId;
-  /** The event type (`SYNC_CANVAS`…). */
-  readonly type: string;
-  readonly payload: DataPayload;
-}
-
-export interface FlowEventsOptions {
-  /** The service's origin and path prefix, e.g. `https://sync.example.com` (`""`: the page's origin). */
-  readonly baseUrl: string;
-  readonly flowId: string;
-  /** Only these event types (the server's `?types=`); default: all. SNAPSHOT and RESYNC always come. */
-  readonly types?: readonly string[];
-  /**
-   * Token mode: called at every connection and reconnection; the token is sent as `?access_token=`
-   * (an `EventSource` cannot set headers). Without it, cookie mode: the browser sends the
-   * `changesync_token` cookie (set `withCredentials` when the service is on another origin).
-   */
-  readonly getToken?: () => string | Promise<string>;
-  /** Send cookies to a service on another origin (its CORS settings must allow credentials). */
-  readonly withCredentials?: boolean;
-  /** `false`: no SNAPSHOT on a first connection; default: the server's `stream.snapshot_on_connect`. */
-  readonly snapshot?: boolean;
-  /**
-   * How updates arrive (the server's `?updates=`). `"patch"` (the default): an update with a patch
-   * comes without its document (`patchOnly`) and is applied to the copy kept from the SNAPSHOT; a
-   * patch that does not apply leaves the document in `state.stale` (and refetches it, with
-   * `refetch`). `"full"`: every update also carries the whole document.
-   */
-  readonly updates?: "patch" | "full";
-  /** Where the canvas's nodes and edges live, for the `canvas` event (default `DEFAULT_CANVAS_LAYOUT`). */
-  readonly canvasLayout?: CanvasLayout;
-  /** Resume from a stored position (a previous `state.lastEventId`) instead of starting with a SNAPSHOT. */
-  readonly lastEventId?: string;
-  /**
-   * Fetches a document whose new version the stream could not carry (`tooLarge`, or an update with
-   * neither patch nor document). Return the document, or null when it no longer exists. Without it
-   * the document is only listed in `state.stale`.
-   */
-  readonly refetch?: (request: RefetchRequest) => Promise<FlowDocument | null> | FlowDocument | null;
-  /** Event types whose documents are log chunks, appended to `state.logs` (default `["LOG_STREAM"]`). */
-  readonly logEventTypes?: readonly string[];
-  /** First delay before a reconnection, doubled after each failed attempt (default 1000 ms). */
-  readonly reconnectDelayMs?: number;
-  /** Upper bound of that delay (default 30000 ms). */
-  readonly maxReconnectDelayMs?: number;
-  /** The `EventSource` implementation (default: the global one). */
-  readonly EventSource?: EventSourceConstructor;
-}
-
-export interface FlowEventMap {
-  SNAPSHOT: SnapshotPayload;
-  RESYNC: ResyncPayload;
-  SYNC_CANVAS: DataPayload;
-  EXECUTION_UPDATE: DataPayload;
-  LOG_STREAM: DataPayload;
-  /** After each SYNC_CANVAS event (and each refetch of a canvas document): the nodes and edges it added, changed or removed. */
-  canvas: CanvasChange;
-  /** The state after each change (also after status changes). */
-  state: FlowState;
-  status: FlowStatus;
-  error: FlowEventsError;
-}
+/** `on()` names that are this client's own events, never event types of the stream. */
+const CLIENT_EVENTS: ReadonlySet<string> = new Set(["state", "status", "error", "canvas", "open"]);
 
 type Listener<T> = (value: T) => void;
 
@@ -115,8 +26,16 @@ function report(error: unknown): void {
   else setTimeout(() => { throw error; }, 0);
 }
 
+function positive(name: string, value: number | undefined, fallback: number, integer = false): number {
+  if (value === undefined) return fallback;
+  if (!(value > 0) || (integer && !Number.isInteger(value))) {
+    throw new RangeError(`${name} must be ${integer ? "an integer " : ""}> 0, got ${value}`);
+  }
+  return value;
+}
+
 /**
- * Subscribes to one flow. Connects at once; call `close()` when done.
+ * Subscribes to one flow. Connects at once (unless `connect: false`); call `close()` when done.
  *
  * ```ts
  * const flow = new FlowEvents({ baseUrl, flowId, getToken: () => api.changesyncToken() });
@@ -126,30 +45,53 @@ function report(error: unknown): void {
  */
 export class FlowEvents implements AsyncIterable<Payload> {
   private current: FlowState;
-  private source: EventSourceLike | null = null;
-  private connection = 0;
-  private failures = 0;
-  private opened = false;
-  private timer: ReturnType<typeof setTimeout> | null = null;
+  /** Null without an `EventSource` (server-side rendering): the flow stays idle. */
+  private readonly connection: Connection | null;
+  private started = false;
   private closed = false;
+  private readonly local: LocalWrites;
   private readonly listeners = new Map<string, Set<Listener<never>>>();
   private readonly waiters = new Set<Waiter>();
   /** Bumped at every reset of the data (SNAPSHOT, non-resumable RESYNC): older refetches are dropped. */
   private epoch = 0;
   /** Documents with a refetch in flight, and that refetch's number: only the latest one may apply. */
   private readonly refetching = new Map<string, number>();
-  private readonly eventTypes: string[];
-  private readonly logEventTypes: readonly string[];
-  private readonly EventSourceImpl: EventSourceConstructor;
+  private readonly reduceOptions: ReduceOptions;
 
   constructor(readonly options: FlowEventsOptions) {
-    const implementation = options.EventSource ?? (globalThis as { EventSource?: EventSourceConstructor }).EventSource;
-    if (implementation === undefined) throw new TypeError("no EventSource here: pass options.EventSource");
-    this.EventSourceImpl = implementation;
+    const EventSource = options.EventSource ?? (globalThis as { EventSource?: EventSourceConstructor }).EventSource;
     this.current = { ...initialState(options.flowId), lastEventId: options.lastEventId ?? null };
-    this.eventTypes = [...new Set<string>([...(options.types ?? DEFAULT_EVENT_TYPES), "SNAPSHOT", "RESYNC"])];
-    this.logEventTypes = options.logEventTypes ?? DEFAULT_LOG_EVENT_TYPES;
-    void this.connect();
+    this.reduceOptions = {
+      logEventTypes: options.logEventTypes ?? DEFAULT_LOG_EVENT_TYPES,
+      keepExecutions: positive("keepExecutions", options.keepExecutions, 5, true),
+      logTextField: options.logTextField ?? "chunk",
+      snapshots: options.snapshot !== false,
+    };
+    const tokenTimeoutMs = positive("tokenTimeoutMs", options.tokenTimeoutMs, 10_000);
+    this.local = new LocalWrites(positive("pendingTimeoutMs", options.pendingTimeoutMs, 30_000), (id) => this.expire(id));
+    const types = [...(options.types ?? DEFAULT_EVENT_TYPES), "SNAPSHOT", "RESYNC"];
+    this.connection =
+      EventSource === undefined
+        ? null
+        : new Connection(
+            {
+              EventSource,
+              getToken: options.getToken,
+              tokenTimeoutMs,
+              withCredentials: options.withCredentials ?? false,
+              fetch: options.fetch ?? (globalThis as { fetch?: FetchLike }).fetch,
+              reconnectDelayMs: options.reconnectDelayMs ?? 1000,
+              maxReconnectDelayMs: options.maxReconnectDelayMs ?? 30_000,
+            },
+            {
+              url: (token) => this.url(token),
+              opened: () => this.onOpen(),
+              message: (type, event) => this.onMessage(type, event),
+              failed: (status, error) => this.onFailure(status, error),
+            },
+            types,
+          );
+    if (options.connect ?? true) this.start();
   }
 
   /** The flow's current state (a new object after every change). */
@@ -161,13 +103,25 @@ export class FlowEvents implements AsyncIterable<Payload> {
     return this.current.status;
   }
 
-  /** Calls `listener` for each event of `type` (or each state, status or error); returns the unsubscribe function. */
+  /** Opens the stream, once (for `connect: false`); does nothing without an `EventSource` (server-side rendering). */
+  start(): void {
+    if (this.started || this.closed || this.connection === null) return;
+    this.started = true;
+    this.update({ ...this.current, status: "connecting" });
+    this.connection.open();
+  }
+
+  /**
+   * Calls `listener` for each event of `type` (or each state, status or error); returns the
+   * unsubscribe function. A stream event type not listened to yet is from now on.
+   */
   on<K extends keyof FlowEventMap>(type: K, listener: Listener<FlowEventMap[K]>): () => void;
   on(type: string, listener: Listener<DataPayload>): () => void;
   on(type: string, listener: Listener<never>): () => void {
     let set = this.listeners.get(type);
     if (set === undefined) this.listeners.set(type, (set = new Set()));
     set.add(listener);
+    if (!CLIENT_EVENTS.has(type)) this.connection?.listen(type);
     return () => void set.delete(listener);
   }
 
@@ -193,114 +147,113 @@ export class FlowEvents implements AsyncIterable<Payload> {
     };
   }
 
-  /** Stops for good: closes the stream, cancels reconnection, ends the iterators. */
+  /** Stops for good: closes the stream, cancels reconnection and local edits' timers, ends the iterators. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.connection++;
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.source?.close();
-    this.source = null;
+    this.connection?.close();
+    this.local.clear();
+    this.update({ ...this.current, status: "closed" });
     for (const waiter of this.waiters) waiter.wake?.();
   }
 
-  /** Drops the connection and opens a new one now, from the last event id (e.g. after the user signed in again). */
+  /**
+   * Drops the connection and opens a new one now, from the last event id, with the backoff reset:
+   * e.g. after the user signed in again, also after a terminal error (`unauthorized`…).
+   */
   reconnect(): void {
-    if (this.closed) return;
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-    if (this.current.status === "live") this.update({ ...this.current, status: "connecting" });
-    void this.connect();
+    if (this.closed || this.connection === null) return;
+    this.started = true;
+    this.connection.reset();
+    this.update({ ...this.current, status: "connecting" });
+    this.connection.open();
+  }
+
+  // --- local edits ------------------------------------------------------------------------------
+
+  /**
+   * Shows `edit` at once, before the server has it; returns its mutation id. Send your write with
+   * that id at the service's origin field (`meta.mutationId` by default): its echo settles the edit.
+   * Throws `JsonPatchError` when the patch does not apply to the document as shown.
+   */
+  applyLocal(edit: LocalEdit): string {
+    if (this.closed) throw new Error("the flow is closed");
+    const { id, state } = this.local.add(this.current, edit);
+    this.update(state);
+    return id;
+  }
+
+  /** Whether a document has local edits whose echo has not come back. */
+  hasPendingWrites(collection: string, documentId: DocumentId): boolean {
+    return this.local.has(collection, documentKey(documentId));
+  }
+
+  /** Rolls back one pending local edit (e.g. the back end refused the write); false when it is not pending. */
+  discardLocal(mutationId: string): boolean {
+    const rebased = this.local.discard(this.current, mutationId);
+    if (rebased === null) return false;
+    this.update(rebased.state);
+    this.reportConflicts(rebased.conflicts);
+    return true;
+  }
+
+  private expire(mutationId: string): void {
+    if (!this.discardLocal(mutationId)) return;
+    this.emit("error", new FlowEventsError("a local edit was not confirmed in time", "pending-timeout", { mutationId }));
+  }
+
+  private reportConflicts(ids: readonly string[]): void {
+    for (const mutationId of ids) {
+      this.emit("error", new FlowEventsError("a local edit no longer applies and was dropped", "conflict", { mutationId }));
+    }
+  }
+
+  /** `payload` applied to the server's versions of the documents, with local edits replayed on top. */
+  private reduceWithLocal(state: FlowState, payload: Payload): { state: FlowState; conflicts: readonly string[] } {
+    let only: DocumentPlace | undefined;
+    let origin: string | undefined;
+    if (payload.type === "SNAPSHOT" || payload.type === "RESYNC") {
+      const keepsData = payload.type === "RESYNC" && ((payload as ResyncPayload).resumable || this.reduceOptions.snapshots);
+      if (this.local.size === 0 || keepsData) return { state: reduce(state, payload, this.reduceOptions), conflicts: [] };
+    } else {
+      const data = payload as DataPayload;
+      only = { collection: data.collection, key: documentKey(data.documentId) };
+      if (data.operation === "skipped" || !this.local.has(only.collection, only.key)) {
+        return { state: reduce(state, payload, this.reduceOptions), conflicts: [] };
+      }
+      origin = data.origin;
+    }
+    const reduced = reduce(this.local.withBases(state, only), payload, this.reduceOptions);
+    return this.local.rebase(reduced, { only, origin, snapshot: payload.type === "SNAPSHOT" });
   }
 
   // --- the connection ---------------------------------------------------------------------------
 
   private url(token: string | undefined): string {
     const { baseUrl, flowId, types, snapshot, updates } = this.options;
+    // After a RESYNC whose SNAPSHOT did not come on that stream: a fresh start, with one.
+    const fresh = this.current.resyncing;
     const query = new URLSearchParams();
     if (types !== undefined) query.set("types", types.join(","));
-    if (snapshot !== undefined) query.set("snapshot", String(snapshot));
+    if (fresh) query.set("snapshot", "true");
+    else if (snapshot !== undefined) query.set("snapshot", String(snapshot));
     if ((updates ?? "patch") === "patch") query.set("updates", "patch");
-    if (this.current.lastEventId) query.set("lastEventId", this.current.lastEventId);
+    if (!fresh && this.current.lastEventId) query.set("lastEventId", this.current.lastEventId);
     if (token !== undefined) query.set("access_token", token);
     const text = query.toString();
     return `${baseUrl.replace(/\/+$/, "")}/flows/${encodeURIComponent(flowId)}/events${text ? `?${text}` : ""}`;
   }
 
-  private async connect(): Promise<void> {
-    const connection = ++this.connection;
-    this.source?.close();
-    this.source = null;
-    this.opened = false;
-    let token: string | undefined;
-    if (this.options.getToken !== undefined) {
-      try {
-        token = await this.options.getToken();
-      } catch (cause) {
-        if (connection !== this.connection) return;
-        this.fail(new FlowEventsError("could not get a token", "token", { cause }));
-        return;
-      }
-      if (connection !== this.connection) return;
-    }
-    const source = new this.EventSourceImpl(this.url(token), { withCredentials: this.options.withCredentials ?? false });
-    this.source = source;
-    source.addEventListener("open", () => {
-      if (connection !== this.connection) return;
-      this.opened = true;
-      this.failures = 0;
-      this.update({ ...this.current, status: "live", error: null });
-    });
-    source.addEventListener("error", () => {
-      if (connection === this.connection) this.onError(source);
-    });
-    for (const type of this.eventTypes) {
-      source.addEventListener(type, (event) => {
-        if (connection === this.connection) this.onMessage(type, event);
-      });
-    }
+  private onOpen(): void {
+    const { lastEventId, snapshot } = this.options;
+    // Resuming from a stored position, or without snapshots: no SNAPSHOT is coming to wait for.
+    const loaded = this.current.loaded || (!this.current.resyncing && (lastEventId !== undefined || snapshot === false));
+    this.update({ ...this.current, status: "live", error: null, loaded });
   }
 
-  private onError(source: EventSourceLike): void {
-    const wasOpen = this.opened;
-    this.opened = false;
-    // Cookie mode: while the browser reconnects by itself (with Last-Event-ID), let it.
-    if (this.options.getToken === undefined && source.readyState === CONNECTING) {
-      if (wasOpen) this.update({ ...this.current, status: "connecting" });
-      else this.fail(new FlowEventsError("could not connect; retrying", "connect"), false);
-      return;
-    }
-    // Token mode (the URL's token may have expired), or the browser gave up (readyState CLOSED):
-    // a new EventSource, with a fresh token and ?lastEventId=.
-    source.close();
-    if (this.source === source) this.source = null;
-    if (wasOpen) {
-      this.update({ ...this.current, status: "connecting" });
-      this.schedule();
-    } else {
-      this.fail(new FlowEventsError("could not connect; retrying", "connect"));
-    }
-  }
-
-  /** Reports `error`, sets status `error`, and (unless the browser retries by itself) schedules a retry. */
-  private fail(error: FlowEventsError, retry = true): void {
-    this.failures++;
-    this.update({ ...this.current, status: "error", error });
-    this.emit("error", error);
-    if (retry) this.schedule();
-  }
-
-  private schedule(): void {
-    if (this.closed) return;
-    if (this.timer !== null) clearTimeout(this.timer);
-    const base = this.options.reconnectDelayMs ?? 1000;
-    const max = this.options.maxReconnectDelayMs ?? 30_000;
-    const delay = Math.min(max, base * 2 ** Math.max(0, this.failures - 1));
-    // Jitter (50–100 %): clients of a restarted server do not all come back at once.
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      void this.connect();
-    }, delay * (0.5 + Math.random() / 2));
+  private onFailure(status: "connecting" | "error" | "closed", error: FlowEventsError | null): void {
+    this.update({ ...this.current, status, error: error ?? this.current.error });
+    if (error !== null) this.emit("error", error);
   }
 
   // --- events -----------------------------------------------------------------------------------
@@ -315,13 +268,17 @@ export class FlowEvents implements AsyncIterable<Payload> {
     }
     const lastEventId = event.lastEventId || this.current.lastEventId;
     const previous = this.current;
-    let next = reduce({ ...this.current, lastEventId }, payload, { logEventTypes: this.logEventTypes });
+    const isData = payload.type !== "SNAPSHOT" && payload.type !== "RESYNC";
+    // A RESYNC on a live stream (a reset) is not followed by a SNAPSHOT: start afresh to get one.
+    const restart = isData && previous.resyncing;
+    let { state: next, conflicts } = this.reduceWithLocal({ ...previous, lastEventId }, payload);
     if (payload.type === "SNAPSHOT" || (payload.type === "RESYNC" && !(payload as ResyncPayload).resumable)) {
       this.epoch++;
       this.refetching.clear();
-    } else if (payload.type !== "RESYNC") {
+    } else if (isData) {
       next = this.track(payload as DataPayload, next);
     }
+    if (payload.type === "SNAPSHOT") this.connection?.markHealthy();
     this.update(next, false);
     this.emit(type, payload);
     if (payload.type === "SYNC_CANVAS") this.emitCanvas(payload as DataPayload, previous, next);
@@ -330,6 +287,11 @@ export class FlowEvents implements AsyncIterable<Payload> {
       waiter.wake?.();
     }
     this.emit("state", this.current);
+    this.reportConflicts(conflicts);
+    if (restart && !this.closed && this.connection !== null) {
+      this.update({ ...this.current, status: "connecting" });
+      this.connection.open();
+    }
   }
 
   /** Starts a refetch when the event left its document without a known version; supersedes older ones. */
@@ -382,8 +344,10 @@ export class FlowEvents implements AsyncIterable<Payload> {
       patch: null,
     };
     const before = this.current;
-    this.update(reduce(this.current, replacement, { logEventTypes: this.logEventTypes }));
+    const { state, conflicts } = this.reduceWithLocal(this.current, replacement);
+    this.update(state);
     if (type === "SYNC_CANVAS") this.emitCanvas(replacement, before, this.current);
+    this.reportConflicts(conflicts);
   }
 
   /** The `canvas` event: what `payload` did to the nodes and edges, from the document before and after it. */

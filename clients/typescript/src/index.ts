@@ -1,16 +1,19 @@
 /**
  * @changesync/client: typed, resumable changesync event streams for the browser, with the flow's live state.
  */
+export { FlowEvents } from "./flow-events.js";
 export {
   DEFAULT_EVENT_TYPES,
-  FlowEvents,
   type DefaultEventType,
-  type EventSourceConstructor,
-  type EventSourceLike,
   type FlowEventMap,
   type FlowEventsOptions,
   type RefetchRequest,
-} from "./flow-events.js";
+} from "./options.js";
+export { type EventSourceConstructor, type EventSourceLike } from "./connection.js";
+export { HEALTHY_AFTER_MS, type FetchLike } from "./retry.js";
+export { FlowEventsError, type FlowErrorKind, type FlowEventsErrorOptions } from "./errors.js";
+export { type LocalEdit } from "./local-writes.js";
+export { type LogText } from "./logs.js";
 export {
   DEFAULT_CANVAS_LAYOUT,
   canvasChange,
@@ -21,13 +24,11 @@ export {
 } from "./canvas.js";
 export {
   DEFAULT_LOG_EVENT_TYPES,
-  FlowEventsError,
   clearData,
   documentKey,
   documentsOf,
   initialState,
   reduce,
-  type FlowErrorKind,
   type FlowState,
   type FlowStatus,
   type ReduceOptions,

@@ -1,6 +1,7 @@
 /**
  * The flow's state, kept from the event stream by pure functions: every change returns a new
- * `FlowState` that shares whatever did not change with the previous one.
+ * `FlowState` that shares whatever did not change with the previous one. One exception, for speed:
+ * a node's array in `logs` grows in place when a chunk is appended (see `logs.ts`).
  */
 import type {
   DataPayload,
@@ -10,40 +11,39 @@ import type {
   ResyncPayload,
   SnapshotPayload,
 } from "./generated/events.js";
+import { type Table, documentKey } from "./documents.js";
+import type { FlowEventsError } from "./errors.js";
 import { applyPatch } from "./json-patch.js";
+import { type LogOptions, type LogTables, appendChunk, chunkByKey, putChunk, removeChunk, seedLogText } from "./logs.js";
 
-export type FlowStatus = "connecting" | "live" | "error";
+export { documentKey } from "./documents.js";
 
-export type FlowErrorKind = "connect" | "token" | "parse" | "refetch" | "listener";
+/**
+ * `idle` (not connecting: `connect: false` before `start()`, or no `EventSource`, as in server-side
+ * rendering), `connecting`, `live`, `error` (retrying; see `error`), `closed` (after `close()`, or
+ * after a terminal error, which `error` holds).
+ */
+export type FlowStatus = "idle" | "connecting" | "live" | "error" | "closed";
 
-/** Something went wrong; `kind` says what. Connection and token errors are retried. */
-export class FlowEventsError extends Error {
-  override readonly name = "FlowEventsError";
-  constructor(
-    message: string,
-    readonly kind: FlowErrorKind,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
-
-type Table<T> = Readonly<Record<string, T>>;
-
-export interface FlowState {
+export interface FlowState extends LogTables {
   readonly flowId: string;
-  /** `connecting` (first connection, or reconnecting after a drop), `live`, or `error` (retrying; see `error`). */
   readonly status: FlowStatus;
-  /** Why `status` is `error`; null otherwise. */
+  /** Why `status` is `error` or `closed`; null otherwise. */
   readonly error: FlowEventsError | null;
   /** The id of the last event received: where a new connection resumes. */
   readonly lastEventId: string | null;
-  /** True once a SNAPSHOT has been loaded, until a non-resumable RESYNC clears the state. */
+  /**
+   * True once the data is complete: the first SNAPSHOT was applied, or, when no SNAPSHOT is expected
+   * (`lastEventId` or `snapshot: false` given), the stream opened. A `live` status alone is not loaded.
+   */
   readonly loaded: boolean;
-  /** The flow's documents by collection, then by `documentKey(_id)`. LOG_STREAM documents are in `logs`. */
+  /**
+   * True after a non-resumable RESYNC, until the SNAPSHOT that replaces the data: what is shown is
+   * the last known data, possibly behind. (With `snapshot: false` the data is cleared at once instead.)
+   */
+  readonly resyncing: boolean;
+  /** The flow's documents by collection, then by `documentKey(_id)`, local edits applied. Log chunks are in `logs`. */
   readonly collections: Table<Table<FlowDocument>>;
-  /** LOG_STREAM documents in arrival order, by `executionId`, then by `nodeId`. */
-  readonly logs: Table<Table<readonly FlowDocument[]>>;
   /** The event type of each collection seen. */
   readonly eventTypes: Table<string>;
   /** Collections whose SNAPSHOT was cut at the route's limit: the flow has more documents than shown. */
@@ -52,11 +52,15 @@ export interface FlowState {
   readonly stale: Table<readonly string[]>;
   /** Log chunks the server dropped for this client while it was too slow (`operation: "skipped"`). */
   readonly skippedLogChunks: number;
+  /** Local edits (`applyLocal`) whose echo has not come back yet. */
+  readonly pendingWrites: number;
 }
 
-export interface ReduceOptions {
-  /** Event types whose documents are log chunks, appended to `logs` (default `["LOG_STREAM"]`). */
+export interface ReduceOptions extends LogOptions {
+  /** Event types whose documents are log chunks, kept in `logs` (default `["LOG_STREAM"]`). */
   readonly logEventTypes: readonly string[];
+  /** False when no SNAPSHOT follows a non-resumable RESYNC: it then clears the data at once (default true). */
+  readonly snapshots?: boolean;
 }
 
 export const DEFAULT_LOG_EVENT_TYPES: readonly string[] = ["LOG_STREAM"];
@@ -64,22 +68,21 @@ export const DEFAULT_LOG_EVENT_TYPES: readonly string[] = ["LOG_STREAM"];
 export function initialState(flowId: string): FlowState {
   return {
     flowId,
-    status: "connecting",
+    status: "idle",
     error: null,
     lastEventId: null,
     loaded: false,
+    resyncing: false,
     collections: {},
     logs: {},
+    logText: {},
+    logExecutions: [],
     eventTypes: {},
     truncated: {},
     stale: {},
     skippedLogChunks: 0,
+    pendingWrites: 0,
   };
-}
-
-/** The key of a document in `FlowState.collections`: string ids as they are, other ids as JSON. */
-export function documentKey(id: DocumentId | null | undefined): string {
-  return typeof id === "string" ? id : JSON.stringify(id ?? null);
 }
 
 /**
@@ -90,25 +93,30 @@ export function documentsOf(state: FlowState, collection: string): FlowDocument[
   return Object.values(state.collections[collection] ?? {});
 }
 
-/** Returns the state after `payload`. */
+/**
+ * Returns the state after `payload`. A SNAPSHOT replaces the collections it lists (all the data
+ * after a non-resumable RESYNC); a non-resumable RESYNC marks the data `resyncing`, or clears it
+ * when no SNAPSHOT follows (`snapshots: false`).
+ */
 export function reduce(state: FlowState, payload: Payload, options: ReduceOptions): FlowState {
   switch (payload.type) {
     case "SNAPSHOT":
-      return loadSnapshot(state, payload as SnapshotPayload);
+      return loadSnapshot(state.resyncing ? clearData(state) : state, payload as SnapshotPayload, options);
     case "RESYNC":
-      return (payload as ResyncPayload).resumable ? state : clearData(state);
+      if ((payload as ResyncPayload).resumable) return state;
+      return options.snapshots === false ? clearData(state) : { ...state, resyncing: true };
     default:
       return applyChange(state, payload as DataPayload, options);
   }
 }
 
-/** Empty data (after a non-resumable RESYNC): keeps the connection fields. */
+/** Empty data (after a non-resumable RESYNC): keeps the connection fields and the count of local edits. */
 export function clearData(state: FlowState): FlowState {
-  const { flowId, status, error, lastEventId } = state;
-  return { ...initialState(flowId), status, error, lastEventId };
+  const { flowId, status, error, lastEventId, pendingWrites } = state;
+  return { ...initialState(flowId), status, error, lastEventId, pendingWrites };
 }
 
-function loadSnapshot(state: FlowState, snapshot: SnapshotPayload): FlowState {
+function loadSnapshot(state: FlowState, snapshot: SnapshotPayload, options: LogOptions): FlowState {
   const collections = { ...state.collections };
   const eventTypes = { ...state.eventTypes };
   const truncated = { ...state.truncated };
@@ -122,7 +130,10 @@ function loadSnapshot(state: FlowState, snapshot: SnapshotPayload): FlowState {
     truncated[name] = entry.truncated;
     delete stale[name];
   }
-  return { ...state, loaded: true, collections, eventTypes, truncated, stale };
+  // Older servers send no `logs`.
+  const logs = snapshot.logs ?? {};
+  for (const [name, entry] of Object.entries(logs)) if (entry != null) eventTypes[name] = entry.eventType;
+  return seedLogText({ ...state, loaded: true, resyncing: false, collections, eventTypes, truncated, stale }, logs, options);
 }
 
 function withStale(state: FlowState, collection: string, key: string, isStale: boolean): FlowState {
@@ -147,13 +158,13 @@ function applyChange(state: FlowState, payload: DataPayload, options: ReduceOpti
   const key = documentKey(payload.documentId);
   const isLog = options.logEventTypes.includes(payload.type);
   if (payload.operation === "delete") {
-    state = isLog ? removeLog(state, key) : setDocument(state, payload.collection, key, null);
+    state = isLog ? removeChunk(state, key) : setDocument(state, payload.collection, key, null);
     return withStale(state, payload.collection, key, false);
   }
   let next: FlowDocument | null = payload.document;
   const isStale = state.stale[payload.collection]?.includes(key) ?? false;
   if (payload.operation === "update" && payload.patch !== null && !isStale) {
-    const current = isLog ? findLog(state, key)?.document : state.collections[payload.collection]?.[key];
+    const current = isLog ? chunkByKey(state, key) : state.collections[payload.collection]?.[key];
     if (current !== undefined) {
       try {
         next = applyPatch(current, payload.patch);
@@ -164,67 +175,17 @@ function applyChange(state: FlowState, payload: DataPayload, options: ReduceOpti
   }
   if (next === null) return withStale(state, payload.collection, key, true);
   if (!isLog) state = setDocument(state, payload.collection, key, next);
-  else if (payload.operation === "insert") state = appendLog(state, next); // the common case: no search
-  else state = putLog(state, key, next);
+  else if (payload.operation === "insert") state = appendChunk(state, next, options); // the common case: no search
+  else state = putChunk(state, key, next, options);
   return withStale(state, payload.collection, key, false);
 }
 
-function setDocument(state: FlowState, collection: string, key: string, document: FlowDocument | null): FlowState {
-  const documents = { ...(state.collections[collection] ?? {}) };
-  if (document === null) {
-    if (!(key in documents)) return state;
-    delete documents[key];
-  } else {
-    documents[key] = document;
-  }
+/** Sets (or, with null, removes) one document of `collection`. */
+export function setDocument(state: FlowState, collection: string, key: string, document: FlowDocument | null): FlowState {
+  const held = state.collections[collection];
+  if (document === null ? !(held !== undefined && key in held) : held?.[key] === document) return state;
+  const documents = { ...(held ?? {}) };
+  if (document === null) delete documents[key];
+  else documents[key] = document;
   return { ...state, collections: { ...state.collections, [collection]: documents } };
-}
-
-function logPlace(document: FlowDocument): [string, string] {
-  return [String(document["executionId"] ?? ""), String(document["nodeId"] ?? "")];
-}
-
-function findLog(state: FlowState, key: string): { execution: string; node: string; index: number; document: FlowDocument } | undefined {
-  for (const [execution, nodes] of Object.entries(state.logs)) {
-    for (const [node, chunks] of Object.entries(nodes)) {
-      const index = chunks.findIndex((chunk) => documentKey(chunk["_id"] as DocumentId) === key);
-      if (index >= 0) return { execution, node, index, document: chunks[index] as FlowDocument };
-    }
-  }
-  return undefined;
-}
-
-function withChunks(state: FlowState, execution: string, node: string, chunks: readonly FlowDocument[]): FlowState {
-  const nodes = { ...(state.logs[execution] ?? {}) };
-  if (chunks.length) nodes[node] = chunks;
-  else delete nodes[node];
-  const logs = { ...state.logs };
-  if (Object.keys(nodes).length) logs[execution] = nodes;
-  else delete logs[execution];
-  return { ...state, logs };
-}
-
-function appendLog(state: FlowState, document: FlowDocument): FlowState {
-  const [execution, node] = logPlace(document);
-  return withChunks(state, execution, node, [...(state.logs[execution]?.[node] ?? []), document]);
-}
-
-/** Appends a chunk; a chunk already held (same `_id`, same execution and node) is replaced in place. */
-function putLog(state: FlowState, key: string, document: FlowDocument): FlowState {
-  const [execution, node] = logPlace(document);
-  const found = findLog(state, key);
-  if (found !== undefined && (found.execution !== execution || found.node !== node)) {
-    state = removeLog(state, key);
-  }
-  const chunks = state.logs[execution]?.[node] ?? [];
-  const index = found !== undefined && found.execution === execution && found.node === node ? found.index : -1;
-  const next = index >= 0 ? chunks.map((chunk, i) => (i === index ? document : chunk)) : [...chunks, document];
-  return withChunks(state, execution, node, next);
-}
-
-function removeLog(state: FlowState, key: string): FlowState {
-  const found = findLog(state, key);
-  if (found === undefined) return state;
-  const chunks = state.logs[found.execution]?.[found.node] ?? [];
-  return withChunks(state, found.execution, found.node, chunks.filter((_, i) => i !== found.index));
 }

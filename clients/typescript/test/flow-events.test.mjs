@@ -2,8 +2,9 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 
-import { FlowEvents, documentKey, documentsOf } from "../dist/index.js";
+import { documentKey, documentsOf } from "../dist/index.js";
 import { FakeEventSource } from "./fake-event-source.mjs";
+import { closeAll, fakeFetch, live, open } from "./helpers.mjs";
 import {
   FLOW,
   board,
@@ -31,34 +32,8 @@ async function until(predicate, what, timeoutMs = 2000) {
   }
 }
 
-const flows = [];
-function open(options = {}) {
-  const flow = new FlowEvents({
-    baseUrl: "https://sync.example.com/",
-    flowId: FLOW,
-    EventSource: FakeEventSource,
-    reconnectDelayMs: 1,
-    maxReconnectDelayMs: 4,
-    ...options,
-  });
-  flows.push(flow);
-  return flow;
-}
-
-/** A flow whose first stream is open and has delivered `payloads`. */
-async function live(options = {}, ...payloads) {
-  const flow = open(options);
-  await settle();
-  const source = FakeEventSource.last;
-  source.open();
-  payloads.forEach((payload, i) => source.emit(payload, `id-${i}`));
-  return { flow, source };
-}
-
 beforeEach(() => FakeEventSource.reset());
-afterEach(() => {
-  for (const flow of flows.splice(0)) flow.close();
-});
+afterEach(closeAll);
 
 describe("connecting", () => {
   it("builds the URL: base without trailing slash, encoded flow id, types, token", async () => {
@@ -103,15 +78,6 @@ describe("connecting", () => {
     ]);
   });
 
-  it("throws at once without an EventSource", () => {
-    const saved = globalThis.EventSource;
-    delete globalThis.EventSource;
-    try {
-      assert.throws(() => new FlowEvents({ baseUrl: "", flowId: FLOW }), /EventSource/);
-    } finally {
-      if (saved !== undefined) globalThis.EventSource = saved;
-    }
-  });
 });
 
 describe("reconnecting", () => {
@@ -156,7 +122,7 @@ describe("reconnecting", () => {
     flow.on("error", (error) => errors.push(error.kind));
     await settle();
     FakeEventSource.last.fail(FakeEventSource.CLOSED);
-    assert.equal(flow.status, "error");
+    await until(() => flow.status === "error", "the probe's answer");
     assert.match(flow.state.error.message, /could not connect/);
     await until(() => FakeEventSource.instances.length === 2, "a retry");
     FakeEventSource.last.fail(FakeEventSource.CLOSED);
@@ -164,7 +130,7 @@ describe("reconnecting", () => {
     FakeEventSource.last.open();
     assert.equal(flow.status, "live");
     assert.equal(flow.state.error, null);
-    assert.deepEqual(errors, ["connect", "connect"]);
+    assert.deepEqual(errors, ["network", "network"], "the probe got no answer: network failures");
   });
 
   it("a failing getToken is an error, retried", async () => {
@@ -273,19 +239,52 @@ describe("state", () => {
     assert.equal(flow.state.loaded, true);
   });
 
-  it("a non-resumable RESYNC clears the state until the SNAPSHOT that follows", async () => {
+  it("a non-resumable RESYNC keeps the data shown until the SNAPSHOT that follows replaces it", async () => {
     const { flow, source } = await live({}, canvasSnapshot(board(), [{ _id: "old" }]));
     source.emit(log("l1", "e1", "n0", 0, "x"), "l1");
-    const seen = [];
-    flow.on("RESYNC", (payload) => seen.push([payload.reason, flow.state.loaded, Object.keys(flow.state.collections).length]));
+    const before = flow.state;
+    const states = [];
+    flow.on("state", (state) => states.push(state));
     source.emit(resync("history-lost", false), "r1");
-    assert.deepEqual(seen, [["history-lost", false, 0]]);
-    assert.deepEqual(flow.state.logs, {});
+    assert.equal(flow.state.resyncing, true);
+    assert.equal(flow.state.loaded, true, "the data shown is still the flow, only possibly behind");
+    assert.equal(flow.state.collections, before.collections, "no empty state in between: the canvas does not flash");
+    assert.equal(flow.state.logs, before.logs);
     source.emit(canvasSnapshot(board([{ id: "new" }])), "s2");
-    assert.equal(flow.state.loaded, true);
+    assert.equal(flow.state.resyncing, false);
     assert.deepEqual(flow.state.collections.flowboards[FLOW].nodes, [{ id: "new" }]);
-    assert.deepEqual(flow.state.collections.flow_nodes, {});
+    assert.deepEqual(flow.state.collections.flow_nodes, {}, "documents the SNAPSHOT does not hold are gone");
+    assert.deepEqual(flow.state.logs, {}, "so are the chunks from before the RESYNC");
+    assert.ok(
+      states.every((state) => Object.keys(state.collections).length > 0),
+      "every state emitted meanwhile shows data",
+    );
     assert.equal(flow.status, "live");
+  });
+
+  it("with snapshot: false a non-resumable RESYNC clears the data at once (no SNAPSHOT will come)", async () => {
+    const { flow, source } = await live({ snapshot: false }, node("insert", "n1", { _id: "n1" }));
+    source.emit(resync("history-lost", false), "r1");
+    assert.deepEqual(flow.state.collections, {});
+    assert.equal(flow.state.resyncing, false);
+    assert.equal(flow.state.loaded, false);
+  });
+
+  it("a RESYNC of a live stream (no SNAPSHOT after it) reconnects without a position, asking for a SNAPSHOT", async () => {
+    const { flow, source } = await live({}, canvasSnapshot(board()));
+    source.emit(resync("collection-drop", false), "r1");
+    source.emit(node("insert", "n1", { _id: "n1" }), "i1"); // a live event, not the SNAPSHOT
+    await settle();
+    assert.equal(FakeEventSource.instances.length, 2);
+    assert.equal(source.readyState, FakeEventSource.CLOSED);
+    const { searchParams } = FakeEventSource.last.url;
+    assert.equal(searchParams.has("lastEventId"), false, "a position after a reset would bring no SNAPSHOT");
+    assert.equal(searchParams.get("snapshot"), "true");
+    assert.equal(flow.state.resyncing, true);
+    FakeEventSource.last.open();
+    FakeEventSource.last.emit(canvasSnapshot(board([{ id: "fresh" }])), "s2");
+    assert.equal(flow.state.resyncing, false);
+    assert.deepEqual(flow.state.collections.flowboards[FLOW].nodes, [{ id: "fresh" }]);
   });
 
   it("a SNAPSHOT keeps collections it does not list (logs)", async () => {

@@ -292,17 +292,21 @@ def identity_key(document_key: Any) -> bytes | None:
 # An id starts with its format: hex tokens (the usual ``{_data: "<hex>"}``) travel as their bytes,
 # half the length of the hex; anything else (``_typeBits``, other fields) as its whole BSON.
 UPPER_HEX, LOWER_HEX, WHOLE_BSON = "H", "h", "b"
-HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def encode_token(token: Mapping[str, Any]) -> str:
     """The resume token as an SSE ``id:``, lossless (``_typeBits`` and hex case included)."""
     data = token.get("_data")
-    if len(token) == 1 and isinstance(data, str) and data and len(data) % 2 == 0 and set(data) <= HEX_DIGITS:
-        if data == data.upper():
-            return UPPER_HEX + _b64(bytes.fromhex(data))
-        if data == data.lower():
-            return LOWER_HEX + _b64(bytes.fromhex(data))
+    # isalnum() keeps out the spaces that fromhex() would skip; fromhex() then refuses other letters.
+    if len(token) == 1 and isinstance(data, str) and data and len(data) % 2 == 0 and data.isascii() and data.isalnum():
+        try:
+            raw = bytes.fromhex(data)
+        except ValueError:
+            raw = b""
+        if raw and data == data.upper():
+            return UPPER_HEX + _b64(raw)
+        if raw and data == data.lower():
+            return LOWER_HEX + _b64(raw)
     return WHOLE_BSON + _b64(bson.encode(token))
 
 

@@ -110,11 +110,12 @@ class Draft:
         if event_id:
             head += b"id: " + event_id.encode("ascii") + b"\n"
         head += b"data: "
-        patch_data = head + self.patch_payload + b"\n\n" if self.patch_payload else b""
+        # join() copies the (large) payload once; ``+`` would copy it twice.
+        patch_data = b"".join((head, self.patch_payload, b"\n\n")) if self.patch_payload else b""
         return Frame(
             self.flow_id,
             self.event_type,
-            head + self.payload + b"\n\n",
+            b"".join((head, self.payload, b"\n\n")),
             event_id,
             self.collection,
             self.operation,

@@ -86,13 +86,17 @@ class _Predicates(Parser):
         return tuple(value)
 
 
+def _is_dotted_path(value: Any) -> bool:
+    return isinstance(value, str) and DOTTED_PATH_PATTERN.fullmatch(value) is not None
+
+
 class _DottedPath(Parser):
     expected = 'a dotted field path such as "nodeId"'
 
     def __call__(self, key: str, value: Any) -> str:
-        if not isinstance(value, str) or not DOTTED_PATH_PATTERN.fullmatch(value):
+        if not _is_dotted_path(value):
             raise self.fail(key, value)
-        return value
+        return str(value)
 
 
 class _OriginField(Parser):
@@ -101,9 +105,9 @@ class _OriginField(Parser):
     def __call__(self, key: str, value: Any) -> str | None:
         if value == "":
             return None
-        if not isinstance(value, str) or not DOTTED_PATH_PATTERN.fullmatch(value):
+        if not _is_dotted_path(value):
             raise self.fail(key, value)
-        return value
+        return str(value)
 
 
 class _EventType(Parser):

@@ -25,6 +25,13 @@ class TestDefaults:
         assert all(route.deny_underscore for route in routes.values())
         assert "nodes.*.data.credentials" in routes["flowboards"].deny
         assert {"visibility": "private"} in routes["flow_logs"].drop_when
+        assert all(route.origin_field == "meta.mutationId" for route in routes.values())
+        assert settings.route_options["flow_logs"].snapshot == "log"
+
+    def test_an_empty_origin_field_reads_no_origin(self, tmp_path):
+        """``origin_field = ""`` turns origins off: the field is then published like any other."""
+        settings = load_settings(write(tmp_path, "[filters]\norigin_field = ''\n"), environ={})
+        assert all(route.origin_field is None for route in settings.routes)
 
     def test_scalar_defaults(self):
         """Host, port and heartbeat have the documented defaults."""
@@ -98,6 +105,12 @@ class TestErrors:
                 "routes.b.collection",
             ),
             ("[filters]\ndrop_when = 'private'\n", "filters.drop_when"),
+            ("[filters]\norigin_field = 'meta..id'\n", "filters.origin_field"),
+            ("[filters]\norigin_field = 7\n", "filters.origin_field"),
+            ("[routes.x]\nevent_type = 'X'\nsnapshot = 'logs'\n", "routes.x.snapshot"),
+            ("[routes.x]\nevent_type = 'X'\nsnapshot = 'log'\nlog_text = ''\n", "routes.x.log_text"),
+            ("[routes.x]\nevent_type = 'X'\nlog_node = '$where'\n", "routes.x.log_node"),
+            ("[routes.x]\nevent_type = 'X'\nlog_tail_bytes = 0\n", "routes.x.log_tail_bytes"),
         ],
     )
     def test_bad_file_names_the_key(self, tmp_path, text, key):

@@ -584,6 +584,28 @@ def move_n1(x: int) -> str:
     return f"window.__flow.applyLocal({json.dumps(edit)})"
 
 
+@contextlib.asynccontextmanager
+async def page_of_flow(
+    client_build: ClientBuild, mongo_backend: Any, database_name: str, profile: Path, flow: str, **environ: str
+) -> AsyncIterator[tuple[Browser, Page]]:
+    """A service with JWT authentication on, and Chromium on the test page following ``flow``."""
+    with PageServer(client_build.dist) as pages:
+        environ = {
+            **environ,
+            "CHANGESYNC_AUTH_MODE": "jwt",
+            "CHANGESYNC_AUTH_JWT_SECRET": SECRET,
+            "CHANGESYNC_CORS_ALLOW_ORIGINS": pages.origin,
+        }
+        service = ServiceProcess(mongo_backend.uri, database_name, environ=environ)
+        try:
+            await service.start()
+            async with Browser.launch(client_build, profile) as browser:
+                await browser.call("goto", url=f"{pages.origin}/?base={service.base_url}&flow={flow}")
+                yield browser, Page(browser)
+        finally:
+            await service.stop()
+
+
 @pytest.mark.timeout(120)
 async def test_local_drag_never_jumps_back_while_echoes_lag(
     client_build, mongo_backend, database_name, database, tmp_path
@@ -594,52 +616,40 @@ async def test_local_drag_never_jumps_back_while_echoes_lag(
     report = await run_check(service_settings(mongo_backend.uri, database_name), fix=True)
     assert not report.failed, report.render()
     await database.flowboards.insert_one(board_document())
-    with PageServer(client_build.dist) as pages:
-        environ = {
-            **FAST_STREAM,
-            "CHANGESYNC_AUTH_MODE": "jwt",
-            "CHANGESYNC_AUTH_JWT_SECRET": SECRET,
-            "CHANGESYNC_CORS_ALLOW_ORIGINS": pages.origin,
-        }
-        service = ServiceProcess(mongo_backend.uri, database_name, environ=environ)
-        try:
-            await service.start()
-            async with Browser.launch(client_build, tmp_path / "chromium-profile") as browser:
-                page = Page(browser)
-                await browser.call("goto", url=f"{pages.origin}/?base={service.base_url}&flow={FLOW}")
-                await page.until(lambda r: r["state"]["loaded"] and r["state"]["status"] == "live", "the SNAPSHOT")
-                await browser.evaluate(WATCH_N1)
+    profile = tmp_path / "chromium-profile"
+    async with page_of_flow(client_build, mongo_backend, database_name, profile, FLOW, **FAST_STREAM) as (
+        browser,
+        page,
+    ):
+        await page.until(lambda r: r["state"]["loaded"] and r["state"]["status"] == "live", "the SNAPSHOT")
+        await browser.evaluate(WATCH_N1)
 
-                async def write(move: int, mutation_id: str) -> None:
-                    update = {"$set": {"nodes.1.position.x": 100 + 10 * move, "meta.mutationId": mutation_id}}
-                    await database.flowboards.update_one({"_id": FLOW}, update)
+        async def write(move: int, mutation_id: str) -> None:
+            update = {"$set": {"nodes.1.position.x": 100 + 10 * move, "meta.mutationId": mutation_id}}
+            await database.flowboards.update_one({"_id": FLOW}, update)
 
-                ids: list[str] = []
-                written = 0
-                for move in range(1, DRAG_MOVES + 1):
-                    ids.append(await browser.evaluate(move_n1(100 + 10 * move)))
-                    while written < move - ECHO_LAGS[move % len(ECHO_LAGS)]:
-                        await write(written + 1, ids[written])
-                        written += 1
-                        if written == 10:  # another writer, another field, no mutation id
-                            await database.flowboards.update_one(
-                                {"_id": FLOW}, {"$set": {"nodes.1.data.label": "Renamed"}}
-                            )
-                pending_after_drag = (await page.report())["state"]["pendingWrites"]
-                while written < DRAG_MOVES:
-                    await write(written + 1, ids[written])
-                    written += 1
-                final_x = 100 + 10 * DRAG_MOVES
-                done = await page.until(
-                    lambda r: (
-                        r["state"]["pendingWrites"] == 0
-                        and r["state"]["collections"]["flowboards"][FLOW]["nodes"][1]["data"]["label"] == "Renamed"
-                    ),
-                    "every local edit settled by its echo, and the rename shown",
-                )
-                xs = [x for x in await browser.evaluate("window.__xs") if x is not None]
-        finally:
-            await service.stop()
+        ids: list[str] = []
+        written = 0
+        for move in range(1, DRAG_MOVES + 1):
+            ids.append(await browser.evaluate(move_n1(100 + 10 * move)))
+            while written < move - ECHO_LAGS[move % len(ECHO_LAGS)]:
+                await write(written + 1, ids[written])
+                written += 1
+                if written == 10:  # another writer, another field, no mutation id
+                    await database.flowboards.update_one({"_id": FLOW}, {"$set": {"nodes.1.data.label": "Renamed"}})
+        pending_after_drag = (await page.report())["state"]["pendingWrites"]
+        while written < DRAG_MOVES:
+            await write(written + 1, ids[written])
+            written += 1
+        final_x = 100 + 10 * DRAG_MOVES
+        done = await page.until(
+            lambda r: (
+                r["state"]["pendingWrites"] == 0
+                and r["state"]["collections"]["flowboards"][FLOW]["nodes"][1]["data"]["label"] == "Renamed"
+            ),
+            "every local edit settled by its echo, and the rename shown",
+        )
+        xs = [x for x in await browser.evaluate("window.__xs") if x is not None]
 
     assert len(set(ids)) == DRAG_MOVES
     assert pending_after_drag > 0, "the echoes were not late: nothing was pending when the drag ended"
@@ -664,21 +674,9 @@ async def test_a_forbidden_flow_stops_the_page_instead_of_retrying(
     report = await run_check(service_settings(mongo_backend.uri, database_name), fix=True)
     assert not report.failed, report.render()
     await database.flowboards.insert_one({**board_document(), "_id": "not-alices", "ownerId": "bob"})
-    with PageServer(client_build.dist) as pages:
-        environ = {
-            "CHANGESYNC_AUTH_MODE": "jwt",
-            "CHANGESYNC_AUTH_JWT_SECRET": SECRET,
-            "CHANGESYNC_CORS_ALLOW_ORIGINS": pages.origin,
-        }
-        service = ServiceProcess(mongo_backend.uri, database_name, environ=environ)
-        try:
-            await service.start()
-            async with Browser.launch(client_build, tmp_path / "chromium-profile") as browser:
-                page = Page(browser)
-                await browser.call("goto", url=f"{pages.origin}/?base={service.base_url}&flow=not-alices")
-                stopped = await page.until(lambda r: r["state"]["status"] == "closed", "the page to stop")
-        finally:
-            await service.stop()
+    profile = tmp_path / "chromium-profile"
+    async with page_of_flow(client_build, mongo_backend, database_name, profile, "not-alices") as (_, page):
+        stopped = await page.until(lambda r: r["state"]["status"] == "closed", "the page to stop")
     record = stopped["record"]
     assert record["errors"] == ["forbidden: this subject may not read the flow (403)"], record["errors"]
     assert record["statuses"] == ["closed"], "no retry, no second attempt in between"

@@ -215,7 +215,8 @@ class Database:
         (field equalities), and the cluster time the read reflects."""
         query = flow_query(route, flow_id)
         if where:
-            query = {"$and": [query, dict(where)]}
+            # $eq: a stored value that is a document with $-names is compared, never run as operators.
+            query = {"$and": [query, *({path: {"$eq": value}} for path, value in where.items())]}
         with mapped_errors():
             async with self.client.start_session(causal_consistency=True) as session:
                 collection = self._database.get_collection(route.collection, read_concern=ReadConcern("majority"))

@@ -11,6 +11,7 @@ import tracemalloc
 
 import httpx
 import jsonpatch
+import pymongo.errors
 import pytest
 from bson import ObjectId
 
@@ -338,6 +339,22 @@ class TestJoiningARunningExecution:
                 await asyncio.gather(writer, return_exceptions=True)
             written.setdefault("end", []).append("end")
             assert texts == {node: "".join(chunks) for node, chunks in written.items()}
+
+    async def test_an_execution_id_that_looks_like_an_operator_is_compared_as_data(self, service, database):
+        """An execution id stored as ``{"$ne": "x"}`` names that execution only; it is not a query."""
+        flow = new_flow()
+        await database.flow_logs.insert_one({"flowId": flow, "executionId": "older", "nodeId": "n0", "chunk": "no"})
+        try:
+            await database.flow_logs.insert_one(
+                {"flowId": flow, "executionId": {"$ne": "x"}, "nodeId": "n0", "chunk": "yes"}
+            )
+        except pymongo.errors.PyMongoError as exc:
+            pytest.skip(f"this server refuses $-names in a document: {exc}")
+        async with EventStream(service.events_url(flow)) as stream:
+            snapshot = await stream.next()
+        log = snapshot.data["logs"]["flow_logs"]
+        assert log["executionId"] == {"$ne": "x"}
+        assert [node["text"] for node in log["nodes"]] == ["yes"]
 
     async def test_a_long_output_keeps_its_tail(self, mongo_backend, database_name, database):
         """Beyond ``log_tail_bytes`` a node's text is its tail, flagged; the routes set it per collection."""

@@ -103,9 +103,13 @@ export class FlowEvents {
             this.connection?.listen(type);
         return () => void set.delete(listener);
     }
-    /** Every payload from now on, in order, until `close()`. Each iterator buffers what it has not consumed. */
+    /**
+     * Every payload from now on, in order, until `close()`. Each iterator buffers what it has not
+     * consumed. A terminal error (`unauthorized`, `forbidden`, `not-found`) ends it by throwing that
+     * error once the buffer is consumed; after `reconnect()`, iterate again.
+     */
     [Symbol.asyncIterator]() {
-        const waiter = { queue: [], wake: null };
+        const waiter = { queue: [], wake: null, failure: null };
         this.waiters.add(waiter);
         const done = () => ({ done: true, value: undefined });
         return {
@@ -113,6 +117,10 @@ export class FlowEvents {
                 while (waiter.queue.length === 0) {
                     if (this.closed || !this.waiters.has(waiter))
                         return done();
+                    if (waiter.failure !== null) {
+                        this.waiters.delete(waiter);
+                        throw waiter.failure;
+                    }
                     await new Promise((resolve) => (waiter.wake = resolve));
                     waiter.wake = null;
                 }
@@ -235,6 +243,12 @@ export class FlowEvents {
         this.update({ ...this.current, status, error: error ?? this.current.error });
         if (error !== null)
             this.emit("error", error);
+        if (error?.terminal) {
+            for (const waiter of this.waiters) {
+                waiter.failure = error;
+                waiter.wake?.();
+            }
+        }
     }
     // --- events -----------------------------------------------------------------------------------
     onMessage(type, event) {

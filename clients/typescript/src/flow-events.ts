@@ -19,6 +19,8 @@ type Listener<T> = (value: T) => void;
 interface Waiter {
   queue: Payload[];
   wake: (() => void) | null;
+  /** A terminal error to throw once the queue is consumed: the stream stopped and will not reopen by itself. */
+  failure: FlowEventsError | null;
 }
 
 function report(error: unknown): void {
@@ -125,15 +127,23 @@ export class FlowEvents implements AsyncIterable<Payload> {
     return () => void set.delete(listener);
   }
 
-  /** Every payload from now on, in order, until `close()`. Each iterator buffers what it has not consumed. */
+  /**
+   * Every payload from now on, in order, until `close()`. Each iterator buffers what it has not
+   * consumed. A terminal error (`unauthorized`, `forbidden`, `not-found`) ends it by throwing that
+   * error once the buffer is consumed; after `reconnect()`, iterate again.
+   */
   [Symbol.asyncIterator](): AsyncIterator<Payload> {
-    const waiter: Waiter = { queue: [], wake: null };
+    const waiter: Waiter = { queue: [], wake: null, failure: null };
     this.waiters.add(waiter);
     const done = (): IteratorReturnResult<undefined> => ({ done: true, value: undefined });
     return {
       next: async (): Promise<IteratorResult<Payload>> => {
         while (waiter.queue.length === 0) {
           if (this.closed || !this.waiters.has(waiter)) return done();
+          if (waiter.failure !== null) {
+            this.waiters.delete(waiter);
+            throw waiter.failure;
+          }
           await new Promise<void>((resolve) => (waiter.wake = resolve));
           waiter.wake = null;
         }
@@ -254,6 +264,12 @@ export class FlowEvents implements AsyncIterable<Payload> {
   private onFailure(status: "connecting" | "error" | "closed", error: FlowEventsError | null): void {
     this.update({ ...this.current, status, error: error ?? this.current.error });
     if (error !== null) this.emit("error", error);
+    if (error?.terminal) {
+      for (const waiter of this.waiters) {
+        waiter.failure = error;
+        waiter.wake?.();
+      }
+    }
   }
 
   // --- events -----------------------------------------------------------------------------------

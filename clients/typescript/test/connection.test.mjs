@@ -122,6 +122,19 @@ describe("refused connections: the probe reads the status", () => {
     });
   }
 
+  it("a terminal error ends a waiting for-await loop by throwing it, after what was buffered", async () => {
+    const flow = open({ fetch: fakeFetch(403), getToken: () => "t" });
+    const received = [];
+    const reading = (async () => {
+      for await (const payload of flow) received.push(payload.type);
+    })();
+    await flush();
+    FakeEventSource.last.fail(FakeEventSource.CLOSED);
+    await assert.rejects(reading, (error) => error.kind === "forbidden" && error.terminal);
+    assert.deepEqual(received, []);
+    assert.equal(flow.status, "closed");
+  });
+
   it("401: once more at once with a fresh token; a second 401 is unauthorized, terminal", async () => {
     let tokens = 0;
     const fetch = fakeFetch(401);

@@ -135,6 +135,8 @@ class Watcher:
         self._sleep = sleep
         self._started = asyncio.Event()
         self._start_time: ClusterTime | None = None
+        self._lost_history = False
+        """Changes were lost: clients are told (``reset``) when the stream is open again."""
         self._dispatched = 0
         self._dispatched_at_failure = 0
         self._failures_here = 0
@@ -158,7 +160,9 @@ class Watcher:
                 self.resume_token = None
                 self._start_after = None
                 self._start_time = None
-                self.listener.reset("history-lost")
+                # Told once the new stream is open: a client that writes as soon as it hears of the
+                # gap must not write before the new stream's start, where nothing would see it.
+                self._lost_history = True
                 self._count_restart("position-lost")
                 continue
             except ServerError as exc:
@@ -282,6 +286,9 @@ class Watcher:
             self.state.last_poll_monotonic = time.monotonic()
             self.resume_token = stream.resume_token
             self.listener.on_start(position.get("start_at"), stream.resume_token)
+            if self._lost_history:
+                self._lost_history = False
+                self.listener.reset("history-lost")
             self._started.set()
             logger.info("change stream open on %s", self.database.name)
             dispatched_in_a_row = 0

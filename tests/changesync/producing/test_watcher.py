@@ -1,6 +1,7 @@
 """The watcher's retry loop pieces that need no server (the loop itself: ``tests/integration/test_faults.py``)."""
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -67,13 +68,14 @@ class TestWatcher:
         try:
             async with asyncio.timeout(5):
                 await watcher.wait_started()
+                # A client that writes the moment it hears of the gap: the new stream must see it.
+                listener.on_reset = lambda: database.insert("flow_logs", {"_id": 1, "flowId": "f"})
                 database.failures.append(HistoryLostError("fell off the oplog", code=286))
-                await listener.was_reset.wait()
-                database.insert("flow_logs", {"_id": 1, "flowId": "f"})
                 await listener.changed.wait()
         finally:
             task.cancel()
         assert listener.resets == ["history-lost"]
+        assert [change["documentKey"]["_id"] for change in listener.changes] == [1]
         assert watcher.state.last_error is None and watcher.state.open
 
 
@@ -83,6 +85,7 @@ class Recorder:
     def __init__(self) -> None:
         self.changes: list = []
         self.resets: list[str] = []
+        self.on_reset: Callable[[], object] = lambda: None
         self.polled, self.changed, self.was_reset = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     def on_start(self, start_time, token) -> None:
@@ -99,6 +102,7 @@ class Recorder:
     def reset(self, reason: str) -> None:
         self.resets.append(reason)
         self.was_reset.set()
+        self.on_reset()
 
     def skip(self, change) -> None:
         pass

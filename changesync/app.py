@@ -31,7 +31,6 @@ from .settings import Settings, load_settings
 from .web import (
     HttpGuard,
     State,
-    StreamingApp,
     events_schema,
     flow_events,
     healthz,
@@ -113,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_age=600,
             )
         )
-    app = StreamingApp(
+    app = Starlette(
         routes=[
             Route("/flows/{flow_id:path}/events", flow_events, methods=["GET"]),
             Route("/flows/{flow_id:path}/events", publish_event, methods=["POST"]),

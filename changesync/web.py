@@ -6,7 +6,6 @@ from collections.abc import AsyncGenerator
 from typing import Any, TypedDict
 
 import orjson
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -15,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .auth import Authenticator, Authorizer
 from .delivering.broadcast import Subscriber
 from .delivering.joins import Join, Joins, opening_frame
-from .delivering.stream import SERVER_SEND, EventStream, OpenStreams
+from .delivering.stream import EventStream, OpenStreams
 from .errors import AuthenticationError, HubUnavailableError, PublishRefusedError, SourceError
 from .frames import FLOW_ID_PATTERN, FLOW_ID_RULE
 from .hub import Hub
@@ -244,16 +243,6 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     response = error(500, "internal error")
     response.raw_headers.extend(SECURITY_HEADERS)
     return response
-
-
-class StreamingApp(Starlette):
-    """The service's Starlette app; it also hands the server's own ``send`` to the event streams
-    (``SERVER_SEND``), which write their live frames with it."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[SERVER_SEND] = send
-        await super().__call__(scope, receive, send)
 
 
 class HttpGuard:

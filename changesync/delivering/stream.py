@@ -2,14 +2,8 @@
 
 ``EventStream`` is a small ASGI response written for this one job. It replaces sse-starlette's
 ``EventSourceResponse``, which runs an anyio task group of three tasks per connection (~5 KB) and
-opens a cancel scope around every send (~7 us). Per connection it adds two tasks: one awaits
-``receive()`` to notice a disconnect at once; the other runs the live loop.
-
-The live loop is the hot path: a frame wakes every subscriber of its flow. It runs in a task of its
-own, so that a wake-up resumes two frames rather than the dozen of the middleware and routing the
-request came through, and it writes with the server's own ``send`` (``SERVER_SEND`` in the scope,
-set by ``changesync.web.StreamingApp``): the middleware only looks at the response's start, which
-goes through it as usual.
+opens a cancel scope around every send (~7 us). Per connection it adds one task, which awaits
+``receive()`` to notice a disconnect at once.
 
 The stream's own task is *interrupted* (cancelled, and the cancellation absorbed here) when:
 
@@ -51,9 +45,6 @@ EVENT_STREAM_HEADERS = (
 )
 
 Interruption: TypeAlias = Literal["disconnected", "send-timeout", "shutdown"]
-
-SERVER_SEND = "changesync.server_send"
-"""Scope key of the server's own ``send``, for the body of a response that has started."""
 
 
 class OpenStreams:
@@ -138,7 +129,7 @@ class EventStream:
         self._streams.add(self)
         self._listener = self._loop.create_task(self._listen(receive))
         try:
-            await self._run(send, scope.get(SERVER_SEND, send), head=scope["method"] == "HEAD")
+            await self._run(send, head=scope["method"] == "HEAD")
         except asyncio.CancelledError:
             reason = self._interrupted
             if reason is None or task.uncancel() > cancelling:
@@ -162,15 +153,14 @@ class EventStream:
             self._interrupted = reason
             self._task.cancel()
 
-    async def _run(self, send: Send, body_send: Send, *, head: bool) -> None:
+    async def _run(self, send: Send, *, head: bool) -> None:
         await self._send(send, {"type": "http.response.start", "status": 200, "headers": list(EVENT_STREAM_HEADERS)})
         if not head:  # HEAD: the same headers and an empty body, never the stream
             async with contextlib.aclosing(self._prologue) as prologue:
                 async for chunk in prologue:
-                    await self._send(body_send, {"type": "http.response.body", "body": chunk, "more_body": True})
-            # Cancelling this task (an interruption) cancels the live task it awaits.
-            await self._loop.create_task(self._live(body_send))
-        await self._send(body_send, {"type": "http.response.body", "body": b"", "more_body": False})
+                    await self._send(send, {"type": "http.response.body", "body": chunk, "more_body": True})
+            await self._live(send)
+        await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _live(self, send: Send) -> None:
         subscriber = self._subscriber

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import time
 import urllib.parse
-from typing import cast
 
 from ._common import raise_fd_limit
 
@@ -85,8 +84,8 @@ class Handler(asyncio.Protocol):
         self.flow: bytes | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A stream transport on either loop (uvloop's do not subclass asyncio.Transport).
-        self.transport = cast(asyncio.Transport, transport)
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         if self.flow is not None:
@@ -143,15 +142,9 @@ async def serve(port: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ceiling_server")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the event loop")
     args = parser.parse_args(argv)
     raise_fd_limit(1 << 20)
-    if args.loop == "uvloop":
-        import uvloop
-
-        uvloop.run(serve(args.port))
-    else:
-        asyncio.run(serve(args.port))
+    asyncio.run(serve(args.port))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,7 @@
     python -m benchmarks.fanout [--smoke] [--rate 200] [--window-s 6] [--max-clients 5000] [--only NAME]
 
 Every scenario starts fresh processes: SecantusDB (``EmbeddedServer``, in memory), the server under
-test (``python -m benchmarks.serve changesync|naive`` under uvicorn, or ``benchmarks.ceiling_server``
-on asyncio's own loop, and at 1,000 clients also on uvloop, the loop changesync runs on),
+test (``python -m benchmarks.serve changesync|naive`` under uvicorn, or ``benchmarks.ceiling_server``),
 and one client process of raw asyncio SSE readers (``benchmarks._clients``). With two or more cores
 the server under test is pinned to core 0 and everything else (database, writer, clients) to the
 others, so the clients never take the server's core.
@@ -116,10 +115,8 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
             # sustainable one, where added latency is measured (traced).
             Scenario("changesync", 1000, 1, rate),
             Scenario("ceiling", 1000, 1, rate),
-            Scenario("ceiling-uvloop", 1000, 1, rate),
             Scenario("changesync", 1000, 1, low, traced=True),
             Scenario("ceiling", 1000, 1, low),
-            Scenario("ceiling-uvloop", 1000, 1, low),
             Scenario("changesync", 1000, 100, rate),
             # 5,000 clients, full mode only.
             Scenario("changesync", 5000, 1, low),
@@ -254,18 +251,16 @@ async def run_scenario(scenario: Scenario, args: argparse.Namespace, cpus: CpuPl
     server: ChildServer | None = None
     process: multiprocessing.process.BaseProcess | None = None
     try:
-        is_ceiling = scenario.system.startswith("ceiling")
-        if not is_ceiling:
+        if scenario.system != "ceiling":
             db_server = EmbeddedServer()
             db_server.start()
             assert db_server.process is not None
             cpus.pin_rest(db_server.process.pid)
             mongo = AsyncMongoClient(db_server.uri)
             await mongo[database].create_collection("flow_logs")
-        if scenario.system.startswith("ceiling"):
-            loop = ["--loop", "uvloop"] if scenario.system == "ceiling-uvloop" else []
+        if scenario.system == "ceiling":
             server = ChildServer(
-                "benchmarks.ceiling_server", ["--port", str(port), *loop], port=port, ready_path="/healthz", cpus=cpus
+                "benchmarks.ceiling_server", ["--port", str(port)], port=port, ready_path="/healthz", cpus=cpus
             )
         else:
             assert db_server is not None
@@ -333,14 +328,14 @@ async def run_scenario(scenario: Scenario, args: argparse.Namespace, cpus: CpuPl
                 if scenario.traced and not args.no_trace:
                     await http_get(port, "/_bench/trace?reset=1")
             meter.start()
-            if is_ceiling:
+            if scenario.system == "ceiling":
                 observed_frames["start"] = json.loads((await http_get(port, "/stats"))[1])["frames_sent"]
             if args.profile:
                 profile_path = RESULTS_DIR / "profiles" / (scenario.name.replace(" ", "_") + ".txt")
                 observed["profiler"] = (start_profile(server.pid, window_s, profile_path), profile_path)
             await asyncio.sleep(max(0.0, (end_ns - time.time_ns()) / 1e9))
             observed["cpu"] = meter.stop()
-            if is_ceiling:
+            if scenario.system == "ceiling":
                 observed_frames["end"] = json.loads((await http_get(port, "/stats"))[1])["frames_sent"]
             observed["rss"] = rss_bytes(server.pid)
             return observed
@@ -348,7 +343,7 @@ async def run_scenario(scenario: Scenario, args: argparse.Namespace, cpus: CpuPl
         observed_frames: dict[str, int] = {}
         observer = asyncio.create_task(observe())
         writer: dict[str, Any] = {}
-        if is_ceiling:
+        if scenario.system == "ceiling":
             frame_bytes = args.frame_bytes
             seconds = warmup_s + window_s
             await http_get(

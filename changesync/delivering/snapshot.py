@@ -177,12 +177,7 @@ class Snapshots:
                 route, flow_id, limit=limit, newest_first=options.snapshot == "latest"
             )
             read.saw(operation_time)
-            documents: dict[str, dict[str, Any]] = {}
-            for document in raw:
-                filtered = self._filter_document(collection, document)
-                if filtered is not None and filtered.flow_id == flow_id and filtered.full_document is not None:
-                    documents[document_key(filtered.document_id)] = filtered.full_document
-            read.documents[collection] = documents
+            read.documents[collection] = self._visible(collection, flow_id, raw)
             read.collections[collection] = {"eventType": route.event_type, "truncated": len(raw) >= limit > 1}
         return read
 
@@ -191,7 +186,7 @@ class Snapshots:
         collection = route.collection
         newest, operation_time = await self.reader.read_flow(route, flow_id, limit=1, newest_first=True)
         read.saw(operation_time)
-        chunks: list[dict[str, Any]] = []
+        chunks: dict[str, dict[str, Any]] = {}
         execution_id: Any = None
         if newest:
             raw_execution = value_at(newest[0], options.log_execution)
@@ -204,16 +199,21 @@ class Snapshots:
             )
             read.saw(operation_time)
             execution_id = to_plain(raw_execution)
-            for document in raw:
-                filtered = self._filter_document(collection, document)
-                if filtered is not None and filtered.flow_id == flow_id and filtered.full_document is not None:
-                    chunks.append(filtered.full_document)
-            read.log_chunks[collection] = {document_key(to_plain(document.get("_id"))) for document in raw}
+            chunks = self._visible(collection, flow_id, raw)
             complete = len(raw) < options.snapshot_limit
         else:
-            read.log_chunks[collection] = set()
             complete = True
-        read.logs[collection] = log_tail(route.event_type, execution_id, chunks, options, read_all=complete)
+        read.log_chunks[collection] = set(chunks)
+        read.logs[collection] = log_tail(route.event_type, execution_id, chunks.values(), options, read_all=complete)
+
+    def _visible(self, collection: str, flow_id: str, raw: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The filtered documents of ``raw`` that the flow may see, by key, in ``raw``'s order."""
+        documents: dict[str, dict[str, Any]] = {}
+        for document in raw:
+            filtered = self._filter_document(collection, document)
+            if filtered is not None and filtered.flow_id == flow_id and filtered.full_document is not None:
+                documents[document_key(filtered.document_id)] = filtered.full_document
+        return documents
 
     def _fold(self, read: _Read, queued: list[Frame], later: list[bytes], *, settle: bool) -> list[bytes] | None:
         """Fold the queued changes into ``read``. Frames the snapshot does not stand for go to
@@ -263,11 +263,7 @@ class Snapshots:
         return None if read_again else tail
 
     def _filter_document(self, collection: str, document: Mapping[str, Any]) -> ChangeEvent | None:
-        path = self.pipeline.routes[collection].flow_id_path.split(".")
-        value: Any = document
-        for part in path:
-            value = value.get(part) if isinstance(value, Mapping) else None
-        if not routable_flow_id(value):
+        if not routable_flow_id(value_at(document, self.pipeline.routes[collection].flow_id_path)):
             return None
         plain = to_plain(document)
         event = ChangeEvent(

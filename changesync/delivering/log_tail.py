@@ -43,13 +43,13 @@ class _Node:
             return
         encoded = text.encode()
         if len(encoded) > self.room:
+            self.truncated = True
             if self.room == 0:
-                self.truncated = True
                 return
             # The last ``room`` bytes, cut at a character boundary.
-            text = encoded[len(encoded) - self.room :].decode(errors="ignore")
-            self.truncated = True
-        self.room -= len(text.encode())
+            encoded = encoded[len(encoded) - self.room :]
+            text = encoded.decode(errors="ignore")
+        self.room -= len(encoded)
         self.texts.append(text)
         self.chunks += 1
         self.oldest = index

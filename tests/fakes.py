@@ -22,18 +22,12 @@ from typing import Any
 
 from bson import Timestamp
 
+from changesync.delivering.log_tail import value_at
 from changesync.errors import HistoryLostError, SourceError, UnknownPositionError
 from changesync.queries import flow_id_values
 from filters import Route
 
 START_SECONDS = 1_800_000_000
-
-
-def _value_at(document: Mapping[str, Any], path: str) -> Any:
-    value: Any = document
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def token(index: int) -> dict[str, str]:
@@ -218,8 +212,8 @@ class FakeDatabase:
         values = flow_id_values(flow_id)
         documents = []
         for document in self.collections.get(route.collection, {}).values():
-            if _value_at(document, route.flow_id_path) in values and all(
-                _value_at(document, path) == wanted for path, wanted in (where or {}).items()
+            if value_at(document, route.flow_id_path) in values and all(
+                value_at(document, path) == wanted for path, wanted in (where or {}).items()
             ):
                 documents.append(copy.deepcopy(document))
         if newest_first:
